@@ -1,0 +1,25 @@
+# sewerbench set-up. `make repro` = venv + install + dvc repro; `make test` = venv + install + tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install repro test check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	$(VENV)/bin/dvc repro
+
+test: install
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(VENV)/bin/sewerbench check
+
+clean:
+	rm -rf $(VENV) .pytest_cache

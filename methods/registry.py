@@ -1,0 +1,94 @@
+"""The registry: every method of the benchmark, named in one place.
+
+Each entry says where the builder lives (imported lazily, so listing methods is cheap),
+its family (which decides the input transform and default recipe), its kind (a torch
+``nn.Module`` trained by the engine, or a scikit-learn pipeline), and its reference
+input size. Builders take ``size="reference" | "tiny"``, ``num_classes``, ``pretrained``
+and method-specific keyword arguments, and return a model whose forward returns raw
+logits of shape (B, num_classes) (Inception-style models may return
+``(logits, aux_logits)`` in training mode).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    target: str                    # "module:function" of the builder
+    family: str                    # q2l | asl | sewerml | sklearn
+    transform: str                 # imagenet | sewerml | none  (input normalisation)
+    image_size: int                # reference input resolution
+    description: str
+    kind: str = "torch"            # torch | sklearn
+    binary: bool = False           # a defect/normal stage-1 classifier (1 output)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def builder(self) -> Callable[..., Any]:
+        module, func = self.target.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+_SPECS = [
+    # --- MA-Q2L and Query2Label (REFERENCE.md sections 3 and 4) ---
+    MethodSpec("maq2l", "methods.maq2l:build_maq2l", "q2l", "imagenet", 448,
+               "MA-Q2L: ResNet-101 + transformer with mask attention and label correlation",
+               defaults={"mask_attention": True, "label_correlation": True}),
+    MethodSpec("q2l", "methods.q2l:build_q2l", "q2l", "imagenet", 448,
+               "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder"),
+    # --- ASL (REFERENCE.md section 5) ---
+    MethodSpec("asl_tresnet_l", "methods.tresnet:build_tresnet_l", "asl", "none", 448,
+               "ASL: TResNet-L trained with the asymmetric loss"),
+    MethodSpec("asl_resnet101", "methods.resnet:build_resnet101", "asl", "imagenet", 448,
+               "ResNet-101 trained with the asymmetric loss"),
+    # --- Sewer-ML benchmark models (REFERENCE.md section 6) ---
+    MethodSpec("resnet101", "methods.resnet:build_resnet101", "sewerml", "sewerml", 224,
+               "ResNet-101 (Sewer-ML benchmark, from scratch, BCE)"),
+    MethodSpec("kssnet", "methods.kssnet:build_kssnet", "sewerml", "sewerml", 224,
+               "KSSNet: ResNet-101 + GCN lateral fusion over label co-occurrence"),
+    MethodSpec("tresnet_m", "methods.tresnet:build_tresnet_m", "sewerml", "sewerml", 224,
+               "TResNet-M (Sewer-ML benchmark)"),
+    MethodSpec("tresnet_l", "methods.tresnet:build_tresnet_l", "sewerml", "sewerml", 224,
+               "TResNet-L (Sewer-ML benchmark; stage 2 of the 'Benchmark')"),
+    MethodSpec("tresnet_xl", "methods.tresnet:build_tresnet_xl", "sewerml", "sewerml", 224,
+               "TResNet-XL (Sewer-ML benchmark)"),
+    MethodSpec("xie2019", "methods.xie2019:build_xie2019", "sewerml", "sewerml", 224,
+               "Xie et al. 2019 CNN, multi-label"),
+    MethodSpec("xie2019_binary", "methods.xie2019:build_xie2019_binary", "sewerml", "sewerml", 224,
+               "Xie et al. 2019 CNN, binary defect/normal (stage 1 of the 'Benchmark')",
+               binary=True),
+    MethodSpec("chen2018_binary", "methods.chen2018:build_chen2018_binary", "sewerml", "sewerml",
+               224, "Chen et al. 2018 stage 1: SqueezeNet 1.0 binary", binary=True),
+    MethodSpec("chen2018", "methods.chen2018:build_chen2018", "sewerml", "sewerml", 299,
+               "Chen et al. 2018 stage 2: Inception-v3 multi-label with aux loss"),
+    MethodSpec("hassan2019", "methods.hassan2019:build_hassan2019", "sewerml", "sewerml", 224,
+               "Hassan et al. 2019: AlexNet"),
+    MethodSpec("myrans2018_binary", "methods.myrans2018:build_myrans2018_binary", "sklearn",
+               "none", 128, "Myrans et al. 2018: GIST + Extra Trees, binary", kind="sklearn",
+               binary=True),
+    MethodSpec("myrans2018", "methods.myrans2018:build_myrans2018", "sklearn", "none", 128,
+               "Myrans et al. 2018: GIST + Extra Trees, multi-label", kind="sklearn"),
+]
+
+REGISTRY: dict[str, MethodSpec] = {s.name: s for s in _SPECS}
+
+
+def available() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_spec(name: str) -> MethodSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def build(name: str, **cfg: Any):
+    """Build method ``name``; ``cfg`` overrides the spec's defaults."""
+    spec = get_spec(name)
+    kwargs = {**spec.defaults, **cfg}
+    return spec.builder()(**kwargs)
