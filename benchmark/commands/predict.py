@@ -1,0 +1,68 @@
+"""``sewerbench predict``: scores CSV from a Query2Label / MA-Q2L checkpoint (reference or ours)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from benchmark.errors import SewerbenchError
+
+NAME = "predict"
+HELP = ("class probabilities of a folder of images from an MA-Q2L or Query2Label checkpoint "
+        "(the authors' released files or ours), with the reference eval preprocessing; "
+        "writes a scores CSV (Filename + 17 classes)")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--method", required=True, choices=["maq2l", "q2l"], help="model family")
+    p.add_argument("--checkpoint", required=True, metavar="FILE",
+                   help="torch.save dict with 'state_dict' (keys may start with 'module.') or a state_dict")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    p.add_argument("--image-size", type=int, default=448, metavar="N",
+                   help="resize to N x N (a multiple of 32; default 448)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+                   help="batch size (default 1, as the MA-Q2L reference inference)")
+    p.add_argument("--mask-tiling", choices=["reference", "per_sample"], default="reference",
+                   help="MA-Q2L mask tiling over heads; 'reference' reproduces the authors' code, whose "
+                        "output at batch > 1 depends on the batch composition (default reference)")
+    p.add_argument("--heads", type=int, default=None, metavar="H",
+                   help="attention heads (not stored in checkpoints; default 4, the reference)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    p.add_argument("--workers", type=int, default=2, help="image loading processes (default 2)")
+    p.add_argument("--amp", action="store_true", help="autocast (mixed precision) inference")
+    p.add_argument("--out", required=True, metavar="FILE", help="scores CSV to write")
+
+
+def run(args) -> int:
+    from benchmark.predict import list_images, predict_images, reference_eval_transform, write_scores
+    from methods.checkpoint import build_from_checkpoint
+
+    if args.image_size <= 0 or args.image_size % 32:
+        raise SewerbenchError(f"--image-size: must be a positive multiple of 32, got {args.image_size}")
+    if args.batch_size < 1:
+        raise SewerbenchError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise SewerbenchError(f"--workers: must be >= 0, got {args.workers}")
+    if Path(args.out).is_dir():
+        raise SewerbenchError(f"{args.out}: --out is a directory, expected a file path")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise SewerbenchError(f"--device: unknown device {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SewerbenchError("--device: CUDA requested but not available")
+
+    paths = list_images(args.images)
+    model = build_from_checkpoint(args.method, args.checkpoint, mask_tiling=args.mask_tiling,
+                                  nheads=args.heads).float()
+    names, probs = predict_images(model, paths, reference_eval_transform(args.image_size),
+                                  args.batch_size, device, num_workers=args.workers, amp=args.amp)
+    if probs.shape[1] != 17:
+        raise SewerbenchError(f"{args.checkpoint}: model has {probs.shape[1]} classes, a scores CSV needs 17")
+    write_scores(args.out, names, probs)
+    log.info("wrote %d rows to %s", len(names), args.out)
+    return 0

@@ -1,0 +1,101 @@
+"""Torch dataset over a validated annotation DataFrame.
+
+Targets are the 17 class columns in official order as float32; an uncertain label (-1,
+only present when the CSV was read with ``allow_uncertain=True``) becomes 0, as the
+official metric counts -1 as 0. A Filename-only frame (public test CSV) gives all-zero
+targets.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.classes import CLASS_CODES, NUM_CLASSES
+from benchmark.data.annotations import label_matrix
+from benchmark.data.cache import ImageCache, load_rgb
+from benchmark.data.images import ImageIndex
+from benchmark.errors import SewerbenchError
+
+log = logging.getLogger(__name__)
+
+
+class SewerMLDataset(Dataset):
+    """Items are ``(image, target, filename)``: image a float32 CxHxW tensor (after
+    ``transform``; without one, the uint8 image as a float32 tensor in [0, 1]), target a
+    float32 (17,) tensor.
+
+    ``images`` is an :class:`ImageCache` (decoded once, fast) or an :class:`ImageIndex`
+    (decodes the PNG each time). Filenames absent from the source raise, except files a
+    cache skipped as corrupt, which are dropped with a warning when ``drop_skipped``.
+    Picklable (only filenames, targets, paths or the cache folder travel to workers).
+    """
+
+    def __init__(self, df: pd.DataFrame, images: ImageCache | ImageIndex,
+                 transform: Callable | None = None, *, drop_skipped: bool = True):
+        if "Filename" not in df.columns:
+            raise SewerbenchError("dataset: the annotation frame has no Filename column")
+        names = df["Filename"].astype(str).tolist()
+        if all(c in df.columns for c in CLASS_CODES):
+            targets = label_matrix(df)
+        else:
+            targets = np.zeros((len(names), NUM_CLASSES), dtype=np.float32)
+        keep = np.ones(len(names), dtype=bool)
+        if isinstance(images, ImageCache):
+            missing = images.missing(names)
+            if missing:
+                skipped = set(images.skipped)
+                truly = [m for m in missing if m not in skipped]
+                if truly or not drop_skipped:
+                    bad = truly or missing
+                    raise SewerbenchError(f"{images.directory}: {len(bad)} images of the split are not "
+                                          f"in the cache (first: {', '.join(bad[:5])})")
+                drop = set(missing)
+                keep = np.array([n not in drop for n in names])
+                log.warning("dataset: dropping %d rows whose images were skipped as unreadable",
+                            len(drop))
+            # only the memmap's path and row numbers travel to workers, not the cache index
+            self._npy: str | None = str(images.directory / "images.npy")
+            self._paths: list[str] | None = None
+            self._rows = np.array([images.row(n) for n, k in zip(names, keep) if k], dtype=np.int64)
+        elif isinstance(images, ImageIndex):
+            self._npy = None
+            self._paths = images.paths(names)
+            self._rows = None
+        else:
+            raise TypeError(f"images must be an ImageCache or ImageIndex, not {type(images).__name__}")
+        self.filenames: list[str] = [n for n, k in zip(names, keep) if k]
+        self.targets: np.ndarray = np.ascontiguousarray(targets[keep])
+        self.transform = transform
+        self._array: np.ndarray | None = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_array"] = None  # each worker reopens the memmap
+        return state
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def load(self, i: int) -> np.ndarray:
+        """The raw HxWx3 uint8 image of item ``i`` (no transform)."""
+        if self._npy is not None:
+            if self._array is None:
+                self._array = np.load(self._npy, mmap_mode="r")
+            return np.array(self._array[self._rows[i]])  # copy out of the memmap
+        try:
+            return load_rgb(self._paths[i])
+        except Exception as exc:  # noqa: BLE001
+            raise SewerbenchError(f"{self._paths[i]}: unreadable image ({type(exc).__name__}: {exc})") from None
+
+    def __getitem__(self, i: int):
+        img = self.load(i)
+        if self.transform is not None:
+            x = self.transform(img)
+        else:
+            x = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
+        return x, torch.from_numpy(self.targets[i].copy()), self.filenames[i]

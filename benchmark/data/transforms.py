@@ -1,0 +1,148 @@
+"""Image transforms of the three method families (torchvision transforms v2).
+
+- ``imagenet`` (Q2L / MA-Q2L): train Resize(s, s) + RandAugment + ToTensor + ImageNet
+  Normalize; Cutout only when asked for (``cutout=0.5``; the MA-Q2L reference inserts a
+  Cutout that is degenerate with its defaults).
+- ``sewerml`` (Sewer-ML benchmark models): train Resize(s, s) + RandomHorizontalFlip +
+  ColorJitter(0.1, 0.1, 0.1, 0.1) + ToTensor + Normalize(Sewer-ML mean/std).
+- ``none`` (TResNet / ASL): inputs in [0, 1], no mean/std; train Cutout(0.5) + RandAugment.
+
+Eval (``train=False``) is always Resize(s, s) + ToTensor + the family's Normalize. Every
+transform accepts a PIL image, an HxWx3 uint8 numpy array (the cache) or a CxHxW uint8
+tensor, and returns a plain float32 CxHxW tensor. Randomness uses torch's generator, so
+DataLoader workers get distinct, seedable streams.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from benchmark.errors import SewerbenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SEWERML_MEAN = (0.523, 0.453, 0.345)
+SEWERML_STD = (0.210, 0.199, 0.154)
+
+#: Normalisation (mean, std) per family; None = inputs stay in [0, 1].
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "sewerml": (SEWERML_MEAN, SEWERML_STD),
+    "none": None,
+}
+
+#: Train-time augmentation defaults per family (each can be overridden by keyword).
+AUG_DEFAULTS: dict[str, dict[str, Any]] = {
+    "imagenet": {"randaugment": True, "cutout": 0.0, "flip": 0.0, "jitter": 0.0},
+    "sewerml": {"randaugment": False, "cutout": 0.0, "flip": 0.5, "jitter": 0.1},
+    "none": {"randaugment": True, "cutout": 0.5, "flip": 0.0, "jitter": 0.0},
+}
+
+_AUG_KEYS = {"randaugment", "randaugment_ops", "randaugment_magnitude", "cutout",
+             "cutout_holes", "flip", "jitter"}
+
+
+class Cutout(torch.nn.Module):
+    """Paint ``holes`` squares of side ``factor`` x image size with a random colour.
+
+    Follows the ASL / Q2L ``CutoutPIL`` idea (box centred at a uniform random pixel,
+    clipped at the border, random RGB fill) on tensors. ``factor=0`` is the identity.
+    """
+
+    def __init__(self, factor: float = 0.5, holes: int = 1):
+        super().__init__()
+        self.factor = float(factor)
+        self.holes = int(holes)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self.factor <= 0 or self.holes <= 0:
+            return img
+        h, w = img.shape[-2], img.shape[-1]
+        ch, cw = int(self.factor * h + 0.5), int(self.factor * w + 0.5)
+        out = img.clone()
+        for _ in range(self.holes):
+            yc = int(torch.randint(h, (1,)))
+            xc = int(torch.randint(w, (1,)))
+            y1, y2 = max(yc - ch // 2, 0), min(yc + ch // 2, h)
+            x1, x2 = max(xc - cw // 2, 0), min(xc + cw // 2, w)
+            if img.dtype == torch.uint8:
+                color = torch.randint(0, 256, (img.shape[-3], 1, 1), dtype=torch.uint8)
+            else:
+                color = torch.rand((img.shape[-3], 1, 1), dtype=img.dtype)
+            out[..., y1:y2, x1:x2] = color
+        return out
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, holes={self.holes}"
+
+
+class ToPlainTensor(torch.nn.Module):
+    """Strip the tv_tensors.Image subclass so batches collate to plain tensors."""
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return img.as_subclass(torch.Tensor).contiguous()
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    else:
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise SewerbenchError(f"transforms: image_size must be a positive int or (h, w), got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def build_transform(kind: str, image_size: int | Sequence[int], train: bool, **aug: Any) -> v2.Compose:
+    """Transform of family ``kind`` ("imagenet", "sewerml" or "none") at ``image_size``.
+
+    Train options (defaults per family in ``AUG_DEFAULTS``): ``randaugment`` (bool;
+    ``randaugment_ops`` 2, ``randaugment_magnitude`` 9), ``cutout`` (box side as a fraction
+    of the image, 0 = off; ``cutout_holes`` 1), ``flip`` (horizontal flip probability),
+    ``jitter`` (ColorJitter brightness = contrast = saturation = hue = value, 0 = off).
+    Train order: Resize, Cutout, RandAugment, Flip, ColorJitter, to float, Normalize.
+    """
+    if kind not in NORMALIZATION:
+        raise SewerbenchError(f"transforms: unknown normalisation family {kind!r} "
+                              f"(choose from {', '.join(NORMALIZATION)})")
+    unknown = set(aug) - _AUG_KEYS
+    if unknown:
+        raise SewerbenchError(f"transforms: unknown augmentation option(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(_AUG_KEYS))})")
+    size = _size(image_size)
+    opts = dict(AUG_DEFAULTS[kind])
+    opts.update({k: v for k, v in aug.items() if v is not None})
+
+    steps: list[torch.nn.Module] = [
+        v2.ToImage(),
+        v2.Resize(size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+    ]
+    if train:
+        if opts["cutout"] and float(opts["cutout"]) > 0:
+            steps.append(Cutout(float(opts["cutout"]), int(opts.get("cutout_holes", 1))))
+        if opts["randaugment"]:
+            steps.append(v2.RandAugment(num_ops=int(opts.get("randaugment_ops", 2)),
+                                        magnitude=int(opts.get("randaugment_magnitude", 9))))
+        if opts["flip"] and float(opts["flip"]) > 0:
+            steps.append(v2.RandomHorizontalFlip(p=float(opts["flip"])))
+        if opts["jitter"] and float(opts["jitter"]) > 0:
+            j = float(opts["jitter"])
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(j, 0.5)))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    norm = NORMALIZATION[kind]
+    if norm is not None:
+        steps.append(v2.Normalize(mean=list(norm[0]), std=list(norm[1])))
+    steps.append(ToPlainTensor())
+    return v2.Compose(steps)
+
+
+def denormalize(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Invert the family's Normalize (for visualisation): back to [0, 1] RGB."""
+    norm = NORMALIZATION[kind]
+    if norm is None:
+        return x
+    mean = torch.tensor(norm[0], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(norm[1], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x * std + mean

@@ -1,0 +1,286 @@
+"""The official Sewer-ML metrics (Haurum & Moeslund, CVPR 2021), vectorised numpy.
+
+Same definitions and edge cases as the official ``metrics.py`` / ``calculate_results.py``
+(REFERENCE.md section 2):
+
+* threshold ``score >= 0.5``; a target of ``-1`` counts as ``0`` (also for EMAcc);
+* 18 count entries: the 17 classes plus an implicit "Normal" class (ground truth: all 17
+  targets 0; prediction: no score >= threshold);
+* ``Np == 0`` is set to 1 (all 18 entries) before any division, and the reported ``Np``
+  carries that 1, like the official output;
+* ``R = Nc / Ng`` follows numpy semantics (0/0 -> nan); F1 nan -> 0 (all 18), F2 nan -> 0
+  (the 17 classes); the Normal F2, CP, CR, CF1, OP, OR and OF1 have no nan guard;
+* AP ranks by ``np.argsort(scores)[::-1]`` (the same call, so ties break exactly like the
+  official code on the same row order), stops once every positive is seen, and is 0 for a
+  class without positives; mAP is the mean over the 17 classes.
+
+Sums are taken with the same numpy reductions as the official code (and AP accumulates
+left to right with ``cumsum``), so results are bit-identical to it, not just close.
+numpy floating point warnings are silenced locally; results are unchanged.
+
+Counts functions accept a leading batch axis (``(..., 18)``) so the bootstrap can reuse them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from benchmark.classes import CIW, CLASS_CODES, NUM_CLASSES
+
+THRESHOLD = 0.5
+
+__all__ = [
+    "THRESHOLD", "prepare", "class_counts", "fix_np", "precision_recall", "f_beta",
+    "f1_scores", "f2_scores", "f2_ciw", "f1_normal", "f2_normal", "overall_prf",
+    "per_class_prf", "macro_f1", "micro_f1", "exact_match_accuracy", "average_precision",
+    "mean_average_precision", "metrics_from_counts", "evaluate", "to_jsonable",
+]
+
+
+def prepare(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes and values; return float64 scores and targets with -1 mapped to 0."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(targets)
+    if s.ndim != 2 or t.shape != s.shape:
+        raise ValueError(f"scores {s.shape} and targets {t.shape} must be equal (N, C) arrays")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    if not np.isin(t, (-1, 0, 1)).all():
+        raise ValueError("targets must be -1, 0 or 1")
+    t = np.where(t == -1, 0, t).astype(np.int64)
+    return s, t
+
+
+def class_counts(scores: Any, targets: Any, threshold: float = THRESHOLD
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (Ng, Np, Nc) as float64 arrays of length C + 1 (last entry: Normal).
+
+    Ng: ground-truth positives, Np: predicted positives (``score >= threshold``), Nc: true
+    positives. Np is *not* yet fixed for zeros (see :func:`fix_np`).
+    """
+    s, t = prepare(scores, targets)
+    pred = s >= threshold
+    pred_normal = ~pred.any(axis=1)
+    gt_normal = ~(t == 1).any(axis=1)
+    ng = np.append((t == 1).sum(axis=0), gt_normal.sum()).astype(np.float64)
+    np_ = np.append(pred.sum(axis=0), pred_normal.sum()).astype(np.float64)
+    nc = np.append((t * pred).sum(axis=0), (gt_normal & pred_normal).sum()).astype(np.float64)
+    return ng, np_, nc
+
+
+def fix_np(np_: np.ndarray) -> np.ndarray:
+    """Copy of Np with zeros replaced by 1 (the official guard against division by 0)."""
+    out = np.array(np_, dtype=np.float64, copy=True)
+    out[out == 0] = 1
+    return out
+
+
+def precision_recall(ng, np_, nc) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry precision Nc/Np (Np zeros -> 1) and recall Nc/Ng (0/0 -> nan)."""
+    np_ = fix_np(np_)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return nc / np_, nc / np.asarray(ng, dtype=np.float64)
+
+
+def f_beta(p, r, beta: float) -> np.ndarray:
+    """Raw F-beta from precision and recall, no nan guard (0/0 -> nan)."""
+    b2 = beta * beta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if beta == 1:
+            return (2 * p * r) / (p + r)
+        if beta == 2:
+            return (5 * p * r) / (4 * p + r)
+        return ((1 + b2) * p * r) / (b2 * p + r)
+
+
+def _nan_to_zero(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64, copy=True)
+    x[np.isnan(x)] = 0
+    return x
+
+
+def f1_scores(p, r) -> np.ndarray:
+    """F1 per entry, nan -> 0 (official: over all 18 entries)."""
+    return _nan_to_zero(f_beta(p, r, 1))
+
+
+def f2_scores(p, r) -> np.ndarray:
+    """F2 per entry, nan -> 0 (official: over the 17 classes)."""
+    return _nan_to_zero(f_beta(p, r, 2))
+
+
+def f2_ciw(f2_classes, weights=CIW) -> np.ndarray:
+    """Class-importance weighted F2 over the last axis (17 guarded class F2 values)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return np.sum(np.asarray(f2_classes) * w, axis=-1) / np.sum(w)
+
+
+def f1_normal(ng, np_, nc) -> np.ndarray:
+    """F1 of the Normal entry (last of 18), nan -> 0."""
+    p, r = precision_recall(ng, np_, nc)
+    return f1_scores(p, r)[..., -1]
+
+
+def f2_normal(ng, np_, nc) -> np.ndarray:
+    """F2 of the Normal entry, no nan guard (as reported in the official F2_class)."""
+    p, r = precision_recall(ng, np_, nc)
+    return f_beta(p[..., -1], r[..., -1], 2)
+
+
+def overall_prf(ng, np_, nc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OP, OR, OF1 over all 18 entries (no nan guard)."""
+    np_ = fix_np(np_)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        op = np.sum(nc, axis=-1) / np.sum(np_, axis=-1)
+        or_ = np.sum(nc, axis=-1) / np.sum(ng, axis=-1)
+        of1 = (2 * op * or_) / (op + or_)
+    return op, or_, of1
+
+
+def per_class_prf(ng, np_, nc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CP, CR, CF1: means of the 18 per-entry P and R, then their F1 (no nan guard)."""
+    p, r = precision_recall(ng, np_, nc)
+    n = p.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cp = np.sum(p, axis=-1) / n
+        cr = np.sum(r, axis=-1) / n
+        cf1 = (2 * cp * cr) / (cp + cr)
+    return cp, cr, cf1
+
+
+def macro_f1(ng, np_, nc) -> np.ndarray:
+    """MF1: mean of the 18 guarded F1 values."""
+    p, r = precision_recall(ng, np_, nc)
+    f1 = f1_scores(p, r)
+    return np.sum(f1, axis=-1) / f1.shape[-1]
+
+
+def micro_f1(ng, np_, nc) -> np.ndarray:
+    """mF1 = 2 sum Nc / (sum Np + sum Ng) over the 18 entries (Np zeros -> 1)."""
+    np_ = fix_np(np_)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (2 * np.sum(nc, axis=-1)) / (np.sum(np_, axis=-1) + np.sum(ng, axis=-1))
+
+
+def exact_match_accuracy(scores, targets, threshold: float = THRESHOLD) -> float:
+    """Fraction of rows whose thresholded predictions all equal the targets (-1 as 0)."""
+    s, t = prepare(scores, targets)
+    match = (t == (s >= threshold)).all(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.sum(match.astype(np.float64)) / s.shape[0])
+
+
+def _ap_1d(scores: np.ndarray, target: np.ndarray) -> float:
+    order = np.argsort(scores, axis=0)[::-1]
+    hits = target[order] == 1
+    npos = int(hits.sum())
+    if npos == 0:
+        return 0.0
+    ranks = np.flatnonzero(hits).astype(np.float64) + 1.0
+    prec = np.arange(1, npos + 1, dtype=np.float64) / ranks
+    return float(np.cumsum(prec)[-1] / npos)
+
+
+def average_precision(scores: Any, targets: Any):
+    """Official (non-interpolated) AP: per column for (N, C) input, a float for (N,) input."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:
+        s2, t2 = prepare(s[:, None], np.asarray(targets)[:, None])
+        return _ap_1d(s2[:, 0], t2[:, 0])
+    s, t = prepare(s, targets)
+    return np.array([_ap_1d(s[:, k], t[:, k]) for k in range(s.shape[1])], dtype=np.float64)
+
+
+def mean_average_precision(ap) -> float:
+    """mAP: plain mean of the per-class AP values."""
+    return float(np.mean(np.asarray(ap, dtype=np.float64)))
+
+
+def metrics_from_counts(ng, np_, nc, weights=CIW) -> dict[str, np.ndarray]:
+    """All count-based metrics from raw (Ng, Np, Nc) of shape (..., C + 1)."""
+    ng = np.asarray(ng, dtype=np.float64)
+    nc = np.asarray(nc, dtype=np.float64)
+    npf = fix_np(np_)
+    p, r = precision_recall(ng, npf, nc)
+    f1 = f1_scores(p, r)
+    f2 = f2_scores(p[..., :-1], r[..., :-1])
+    op, or_, of1 = overall_prf(ng, npf, nc)
+    cp, cr, cf1 = per_class_prf(ng, npf, nc)
+    return {
+        "Ng": ng, "Np": npf, "Nc": nc, "P": p, "R": r, "F1": f1, "F2": f2,
+        "F2_CIW": f2_ciw(f2, weights), "F2_Normal": f_beta(p[..., -1], r[..., -1], 2),
+        "F1_Normal": f1[..., -1], "OP": op, "OR": or_, "OF1": of1, "CP": cp, "CR": cr,
+        "CF1": cf1, "MF1": np.sum(f1, axis=-1) / f1.shape[-1], "mF1": micro_f1(ng, npf, nc),
+    }
+
+
+def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
+             weights: Any = None, labels: Any = None) -> dict:
+    """Official Sewer-ML metrics of (N, 17) scores against (N, 17) targets.
+
+    Returns the official JSON layout (``Labels``, ``LabelWeights``, ``New``, ``Main``,
+    ``Auxillary``) with Python floats on a 0-1 scale; nan stays nan (see :func:`to_jsonable`).
+    AP tie order follows the row order given (the CLI sorts rows by Filename, as the
+    official script does).
+    """
+    s, t = prepare(scores, targets)
+    weights = CIW if weights is None else np.asarray(weights, dtype=np.float64)
+    if labels is None:
+        labels = (list(CLASS_CODES) if s.shape[1] == NUM_CLASSES
+                  else [str(i) for i in range(s.shape[1])])
+    if len(weights) != s.shape[1] or len(labels) != s.shape[1]:
+        raise ValueError("weights and labels must have one entry per class")
+    ng, np_, nc = class_counts(s, t, threshold)
+    m = metrics_from_counts(ng, np_, nc, weights)
+    ap = average_precision(s, t)
+    def lst(a):
+        return [float(x) for x in np.asarray(a).ravel()]
+
+    return {
+        "Labels": list(labels),
+        "LabelWeights": lst(weights),
+        "New": {
+            "F2": float(m["F2_CIW"]),
+            "F2_class": lst(m["F2"]) + [float(m["F2_Normal"])],
+            "F1_Normal": float(m["F1_Normal"]),
+        },
+        "Main": {
+            "OP": float(m["OP"]), "OR": float(m["OR"]), "OF1": float(m["OF1"]),
+            "CP": float(m["CP"]), "CR": float(m["CR"]), "CF1": float(m["CF1"]),
+            "MF1": float(m["MF1"]), "mF1": float(m["mF1"]),
+            "EMAcc": exact_match_accuracy(s, t, threshold),
+            "mAP": mean_average_precision(ap),
+        },
+        "Auxillary": {
+            "P_class": lst(m["P"]), "R_class": lst(m["R"]), "F1_class": lst(m["F1"]),
+            "AP": lst(ap), "Np": lst(m["Np"]), "Nc": lst(m["Nc"]), "Ng": lst(m["Ng"]),
+        },
+    }
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays (recursively) to Python types; nan/inf stay floats.
+
+    ``json.dumps`` then writes nan as ``NaN`` and inf as ``Infinity``, exactly like the
+    official script's ``json.dump`` (``allow_nan=True``).
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)
+    return obj
+
+
+def isnan(x: Any) -> bool:
+    """True for a float nan (helper for reports)."""
+    return isinstance(x, float) and math.isnan(x)

@@ -1,0 +1,470 @@
+"""Result plots (seaborn, PNG, matplotlib Agg backend).
+
+Each ``plot_*`` function takes plain inputs (metric dicts, arrays, DataFrames) and writes one
+PNG atomically; :func:`make_all` gathers the inputs from the pipeline's folders.
+
+* per-class F2 grouped by method; F2-CIW against training fraction;
+* PR curves per class; label co-occurrence (ground truth vs predicted);
+* training curves from ``runs/*/history.csv``;
+* CAM overlays (MA-Q2L's mask-attention CAM, decoder cross-attention for Q2L and MA-Q2L)
+  with a localisation score (pointing game, CAM IoU) against the synthetic masks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from benchmark.classes import CLASS_CODES, NORMAL  # noqa: E402
+from benchmark.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SPLIT_FRACTION = {"full": 1.0, "sub_0.0625": 0.0625}
+
+
+def _save(fig, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def split_fraction(split: str) -> float:
+    """Training fraction of a prepared split name (``full``, ``sub_0.0625``, ``frac_0.25``)."""
+    if split in SPLIT_FRACTION:
+        return SPLIT_FRACTION[split]
+    for prefix in ("frac_", "sub_"):
+        if split.startswith(prefix):
+            return float(split[len(prefix):])
+    raise ValueError(f"unknown split {split!r}")
+
+
+def cell_label(spec: Mapping[str, Any]) -> str:
+    """Method label of a run spec: MA-Q2L cells named by their switches."""
+    method = spec.get("method", "?")
+    if method == "maq2l":
+        model = spec.get("model") or {}
+        ma, lc = bool(model.get("mask_attention", True)), bool(model.get("label_correlation", True))
+        return {(True, True): "MA-Q2L (MA+LC)", (True, False): "MA-Q2L (MA only)",
+                (False, True): "MA-Q2L (LC only)", (False, False): "MA-Q2L (neither)"}[(ma, lc)]
+    return {"q2l": "Q2L"}.get(method, method)
+
+
+# ----------------------------------------------------------------------------- metric plots
+def plot_per_class_f2(metrics: Mapping[str, Mapping[str, Any]], out: str | Path,
+                      title: str = "Per-class F2 (val)", dpi: int = 110) -> Path:
+    """Grouped bars: F2 of each class (17 + Normal) per method; ``metrics`` label -> JSON."""
+    rows = []
+    codes = list(CLASS_CODES) + [NORMAL]
+    for label, m in metrics.items():
+        f2 = m["New"]["F2_class"]
+        for i, c in enumerate(codes):
+            v = f2[i]
+            rows.append({"method": label, "class": c,
+                         "F2": 100 * (0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v)})
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(max(10, 0.9 * len(codes) + 0.25 * len(metrics) * len(codes) / 4), 4.8))
+    sns.barplot(data=df, x="class", y="F2", hue="method", ax=ax, errorbar=None)
+    ax.set_ylabel("F2 (%)")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=min(4, len(metrics)), loc="upper right")
+    return _save(fig, out, dpi)
+
+
+def plot_f2_vs_fraction(points: pd.DataFrame, out: str | Path,
+                        title: str = "F2-CIW (full val) vs training fraction", dpi: int = 110) -> Path:
+    """``points``: columns method, fraction, F2 (and optional lo, hi), in %."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, (method, g) in enumerate(points.sort_values("fraction").groupby("method", sort=True)):
+        color = sns.color_palette("tab10")[i % 10]
+        ax.plot(g["fraction"], g["F2"], marker="o", label=method, color=color)
+        if {"lo", "hi"} <= set(g.columns) and g[["lo", "hi"]].notna().all().all():
+            ax.fill_between(g["fraction"], g["lo"], g["hi"], alpha=0.15, color=color)
+    ax.set_xscale("log", base=2)
+    fr = sorted(points["fraction"].unique())
+    ax.set_xticks(fr)
+    ax.set_xticklabels([f"1/{round(1 / f)}" if f < 1 else "1" for f in fr])
+    ax.set_xlabel("training fraction")
+    ax.set_ylabel("F2-CIW (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, out, dpi)
+
+
+def plot_pr_curves(scores: np.ndarray, targets: np.ndarray, out: str | Path,
+                   title: str = "PR curves", dpi: int = 110) -> Path:
+    """One precision-recall panel per class with the official AP in the title."""
+    from sklearn.metrics import precision_recall_curve
+
+    from benchmark.metrics import average_precision
+
+    ap = average_precision(scores, targets)
+    k = scores.shape[1]
+    ncol = 6
+    nrow = int(math.ceil(k / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.4 * nrow), squeeze=False)
+    for i in range(nrow * ncol):
+        ax = axes[i // ncol][i % ncol]
+        if i >= k:
+            ax.axis("off")
+            continue
+        y = (np.asarray(targets[:, i]) == 1).astype(int)
+        code = CLASS_CODES[i] if k == len(CLASS_CODES) else str(i)
+        if y.sum() == 0:
+            ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8)
+        else:
+            p, r, _ = precision_recall_curve(y, scores[:, i])
+            ax.plot(r, p, lw=1.2)
+            ax.axhline(y.mean(), ls=":", lw=0.8, color="grey")
+        ax.set_title(f"{code}  AP {100 * ap[i]:.1f}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, dpi)
+
+
+def cooccurrence(labels: np.ndarray) -> np.ndarray:
+    """Conditional co-occurrence P(j | i) = #(i and j) / #i (rows: i); 0 where #i = 0."""
+    y = (np.asarray(labels) == 1).astype(np.float64)
+    c = y.T @ y
+    diag = np.diag(c).copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(diag[:, None] > 0, c / diag[:, None], 0.0)
+    return p
+
+
+def plot_cooccurrence(targets: np.ndarray, scores: np.ndarray, out: str | Path,
+                      title: str = "Label co-occurrence P(column | row)", threshold: float = 0.5,
+                      dpi: int = 110) -> Path:
+    """Ground-truth vs predicted (score >= threshold) conditional co-occurrence heatmaps."""
+    gt = cooccurrence(targets)
+    pred = cooccurrence((np.asarray(scores) >= threshold).astype(int))
+    codes = list(CLASS_CODES)[: gt.shape[0]]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    for ax, mat, name in ((axes[0], gt, "ground truth"), (axes[1], pred, "predicted")):
+        sns.heatmap(mat, ax=ax, vmin=0, vmax=1, cmap="viridis", square=True, xticklabels=codes,
+                    yticklabels=codes, cbar_kws={"shrink": 0.7})
+        ax.set_title(name)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out, dpi)
+
+
+def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: str | Path,
+                         title: str = "Training curves", dpi: int = 110) -> Path | None:
+    """Loss and validation metrics per epoch for each run (``history.csv`` columns)."""
+    if not histories:
+        return None
+    panels: dict[str, list[tuple[str, pd.Series, pd.Series]]] = {"loss": [], "metric": []}
+    for run, h in histories.items():
+        if h.empty:
+            continue
+        x = h["epoch"] if "epoch" in h.columns else pd.Series(np.arange(len(h)))
+        for col in h.columns:
+            if col == "epoch" or not pd.api.types.is_numeric_dtype(h[col]):
+                continue
+            low = col.lower()
+            if "loss" in low:
+                panels["loss"].append((f"{run}: {col}", x, h[col]))
+            elif any(t in low for t in ("map", "f2", "f1")):
+                panels["metric"].append((f"{run}: {col}", x, h[col]))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    for ax, (name, series) in zip(axes, panels.items()):
+        for label, x, y in series:
+            ax.plot(x, y, marker=".", lw=1, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        if series:
+            ax.legend(fontsize=5, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out, dpi)
+
+
+def plot_cam_overlays(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
+                      classes: Sequence[int], maps: Mapping[str, Sequence[np.ndarray]],
+                      out: str | Path, scores: Mapping[str, Mapping[str, float]] | None = None,
+                      title: str = "Class activation maps", dpi: int = 110) -> Path:
+    """Rows: sample images; columns: image (+ mask contour), then one map per method.
+
+    ``maps[method][i]`` is the (K, h, w) map of image i; ``classes[i]`` the class shown.
+    ``scores[method]`` (pointing game / CAM IoU) goes into the column titles.
+    """
+    from benchmark.cam import normalise, upsample
+
+    n = len(images)
+    methods = list(maps)
+    fig, axes = plt.subplots(n, 1 + len(methods), figsize=(2.7 * (1 + len(methods)), 2.3 * n),
+                             squeeze=False)
+    for i in range(n):
+        img = images[i]
+        k = classes[i]
+        code = CLASS_CODES[k]
+        ax = axes[i][0]
+        ax.imshow(img)
+        if masks[i] is not None and masks[i][k].any():
+            ax.contour(masks[i][k], levels=[0.5], colors="lime", linewidths=0.8)
+        ax.set_title(f"{code} (mask)", fontsize=8)
+        ax.axis("off")
+        for j, method in enumerate(methods):
+            ax = axes[i][j + 1]
+            m = normalise(upsample(maps[method][i][k:k + 1], img.shape[:2])[0])
+            ax.imshow(img)
+            ax.imshow(m, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            if masks[i] is not None and masks[i][k].any():
+                ax.contour(masks[i][k], levels=[0.5], colors="white", linewidths=0.6)
+            yx = np.unravel_index(int(np.argmax(m)), m.shape)
+            ax.plot(yx[1], yx[0], marker="x", color="white", ms=6)
+            head = method
+            if i == 0 and scores and method in scores:
+                s = scores[method]
+                head += f"\nPG {100 * s['pointing_game']:.0f}%  IoU {100 * s['cam_iou']:.0f}%"
+            ax.set_title(head, fontsize=7)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, dpi)
+
+
+def plot_localisation(table: pd.DataFrame, out: str | Path, dpi: int = 110,
+                      title: str = "CAM localisation on synthetic masks") -> Path:
+    """Bars of pointing game and CAM IoU (in %) per method/map (``table``: method, map, ...)."""
+    df = table.melt(id_vars=["method"], value_vars=["pointing_game", "cam_iou"], var_name="score",
+                    value_name="value")
+    df["value"] = 100 * df["value"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.barplot(data=df, x="score", y="value", hue="method", ax=ax, errorbar=None)
+    if "random_pointing" in table.columns and table["random_pointing"].notna().any():
+        ax.axhline(100 * float(table["random_pointing"].iloc[0]), ls=":", color="grey",
+                   label="random point")
+    ax.set_ylabel("%")
+    ax.set_xlabel("")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, out, dpi)
+
+
+# ----------------------------------------------------------------------------- CAM driver
+def _load_image(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def cam_localisation(run_dirs: Mapping[str, Path], val_df: pd.DataFrame, image_root: Path,
+                     mask_dir: Path | None, n_images: int, n_overlay: int, seed: int = 0,
+                     batch_size: int = 8) -> tuple[dict[str, list[np.ndarray]], dict, list[int], dict]:
+    """Maps of each run on sample val images and their localisation scores.
+
+    Returns (maps per "<run> <kind>", scores per same key, picked val row indices, overlay
+    inputs ``{"images", "masks", "classes"}`` for the first ``n_overlay`` images). Images are chosen (seeded) among val rows with at least one defect whose
+    mask is non-empty when masks exist.
+    """
+    import torch
+
+    from benchmark.cam import extract_maps, localisation, random_baseline
+    from benchmark.data.images import ImageIndex
+    from benchmark.data.transforms import build_transform
+    from benchmark.train.predict import load_run
+
+    rng = np.random.default_rng(seed)
+    y = val_df[list(CLASS_CODES)].to_numpy(np.int64)
+    cand = np.flatnonzero(y.sum(axis=1) > 0)
+    pick = rng.permutation(cand)[:n_images]
+    index = ImageIndex(image_root)
+    names = val_df["Filename"].to_numpy()[pick]
+    masks: list[np.ndarray | None] = []
+    for fn in names:
+        f = None if mask_dir is None else mask_dir / f"{Path(fn).stem}.npz"
+        if f is not None and f.is_file():
+            from benchmark.synth.generate import load_masks
+            masks.append(load_masks(f))
+        else:
+            masks.append(None)
+    raw = [_load_image(index[fn]) for fn in names]
+    all_maps: dict[str, list[np.ndarray]] = {}
+    for run, rd in run_dirs.items():
+        cfg, model, dev = load_run(rd, device="cpu")
+        model.float()
+        tf = build_transform(cfg.get("transform", "imagenet"), int(cfg["image_size"]), train=False)
+        for s in range(0, len(raw), batch_size):
+            x = torch.stack([tf(im) for im in raw[s:s + batch_size]]).float()
+            with torch.no_grad():
+                res = extract_maps(model, x)
+            for kind in ("cam", "attention"):
+                if kind in res:
+                    all_maps.setdefault(f"{run} {kind}", []).extend(list(res[kind].numpy()))
+    scores: dict[str, dict] = {}
+    labels = [y[i] for i in pick]
+    have = [i for i, m in enumerate(masks) if m is not None]
+    if have:
+        base = random_baseline([masks[i] for i in have], [labels[i] for i in have])
+        for key, ms in all_maps.items():
+            loc = localisation([ms[i] for i in have], [masks[i] for i in have],
+                               [labels[i] for i in have])
+            loc["random_pointing"] = base
+            scores[key] = loc
+    shown = []
+    for i in range(min(n_overlay, len(pick))):
+        pos = np.flatnonzero(labels[i] == 1)
+        if masks[i] is not None:
+            nonempty = [k for k in pos if masks[i][k].any()]
+            pos = np.array(nonempty or list(pos))
+        shown.append(int(pos[0]) if len(pos) else 0)
+    overlay = {"images": raw[:n_overlay], "masks": masks[:n_overlay], "classes": shown}
+    return all_maps, scores, list(pick), overlay
+
+
+# ----------------------------------------------------------------------------- all plots
+def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str | Path,
+             prepared: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every plot the pipeline produces; missing inputs skip a plot with a warning."""
+    from benchmark.pipeline.matrix import combos as combo_specs
+    from benchmark.pipeline.matrix import data_kind
+    from benchmark.tables import ci_block, load_metrics
+
+    pcfg = dict(params.get("plots") or {})
+    dpi = int(pcfg.get("dpi", 110))
+    seed = int(params.get("seed", 0))
+    out = Path(out_dir)
+    runs_dir, prepared = Path(runs_dir), Path(prepared)
+    kind = data_kind(prepared, params)
+    tag = f" [{'SYNTHETIC data' if kind == 'synthetic' else kind}, profile {params.get('profile', 'smoke')}]"
+    metrics = load_metrics(metrics_dir)
+    runs = {k: dict(v or {}) for k, v in (params.get("runs") or {}).items()}
+    specs = {**runs, **{k: {"method": k, "split": "full"} for k in combo_specs(params)}}
+    written: list[Path] = []
+
+    # per-class F2 grouped by method
+    f2_runs = [r for r in pcfg.get("f2_runs", []) if "val" in metrics.get(r, {})]
+    if f2_runs:
+        written.append(plot_per_class_f2({r: metrics[r]["val"] for r in f2_runs},
+                                         out / "per_class_f2.png", "Per-class F2, full val" + tag, dpi))
+    # F2-CIW vs training fraction
+    pts = []
+    for run, spec in runs.items():
+        m = metrics.get(run, {}).get("val")
+        if not m or spec.get("target") == "binary":
+            continue
+        try:
+            fr = split_fraction(str(spec.get("split", "full")))
+        except ValueError:
+            continue
+        ci = ci_block(m).get("F2_CIW") or [None, None]
+        pts.append({"method": cell_label(spec), "run": run, "fraction": fr, "F2": 100 * m["New"]["F2"],
+                    "lo": None if ci[0] is None else 100 * ci[0],
+                    "hi": None if ci[1] is None else 100 * ci[1]})
+    if pts:
+        df = pd.DataFrame(pts)
+        multi = df.groupby("method")["fraction"].nunique()
+        df = df[df["method"].isin(multi[multi > 1].index)]
+        if not df.empty:
+            written.append(plot_f2_vs_fraction(df, out / "f2_vs_fraction.png",
+                                               "F2-CIW (full val) vs training fraction" + tag, dpi))
+    # PR curves and co-occurrence
+    gt_val = prepared / "full" / "val.csv"
+    for key, fn, name in (("pr_run", plot_pr_curves, "pr_curves"),
+                          ("cooccurrence_run", plot_cooccurrence, "cooccurrence")):
+        run = pcfg.get(key)
+        f = runs_dir / str(run) / "scores_val.csv"
+        if not run or not f.is_file() or not gt_val.is_file():
+            log.warning("plots: %s: no scores for run %s", name, run)
+            continue
+        from benchmark.scores import load_aligned
+        a = load_aligned(f, gt_val)
+        if name == "pr_curves":
+            written.append(plot_pr_curves(a.scores, a.targets, out / f"{name}_{run}.png",
+                                          f"PR curves per class, {run}, full val" + tag, dpi))
+        else:
+            written.append(plot_cooccurrence(a.targets, a.scores, out / f"{name}_{run}.png",
+                                             f"Label co-occurrence P(column | row), {run}, full val" + tag,
+                                             dpi=dpi))
+    # training curves
+    hist = {}
+    for run in runs:
+        f = runs_dir / run / "history.csv"
+        if f.is_file():
+            try:
+                hist[run] = pd.read_csv(f)
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):
+                log.warning("plots: %s unreadable", f)
+    groups = {"maq2l_q2l": [r for r in hist if runs[r].get("method") in ("maq2l", "q2l")],
+              "others": [r for r in hist if runs[r].get("method") not in ("maq2l", "q2l")]}
+    for g, members in groups.items():
+        if members:
+            p = plot_training_curves({r: hist[r] for r in members}, out / f"training_curves_{g}.png",
+                                     f"Training curves ({g.replace('_', ', ')})" + tag, dpi)
+            if p:
+                written.append(p)
+    # CAM overlays + localisation
+    cam_runs = [r for r in pcfg.get("cam_runs", []) if (runs_dir / r / "config.json").is_file()]
+    if cam_runs and gt_val.is_file():
+        written += _cam_outputs(cam_runs, runs_dir, prepared, out, pcfg, seed, dpi, tag)
+    elif pcfg.get("cam_runs"):
+        log.warning("plots: CAM: no trained run among %s", pcfg.get("cam_runs"))
+    return written
+
+
+def _image_root(prepared: Path) -> Path | None:
+    f = prepared / "splits.json"
+    if f.is_file():
+        info = json.loads(f.read_text())
+        root = info.get("image_root") or info.get("source")
+        return Path(root) if root else None
+    return None
+
+
+def _cam_outputs(cam_runs, runs_dir: Path, prepared: Path, out: Path, pcfg, seed, dpi, tag) -> list[Path]:
+    from benchmark.scores import read_ground_truth_csv
+
+    root = _image_root(prepared)
+    if root is None or not root.is_dir():
+        log.warning("plots: CAM: image root unknown or missing (%s)", root)
+        return []
+    val = read_ground_truth_csv(prepared / "full" / "val.csv")
+    mask_dir = root / "masks"
+    maps, scores, _pick, ov = cam_localisation(
+        {r: runs_dir / r for r in cam_runs}, val, root, mask_dir if mask_dir.is_dir() else None,
+        int(pcfg.get("cam_localisation_images", 64)), int(pcfg.get("cam_images", 6)), seed)
+    written = []
+    n = len(ov["images"])
+    if maps and n:
+        written.append(plot_cam_overlays(ov["images"], ov["masks"], ov["classes"],
+                                         {k: v[:n] for k, v in maps.items()}, out / "cam_overlays.png",
+                                         scores, "CAM overlays (val images; green/white: class mask)" + tag,
+                                         dpi))
+    if scores:
+        table = pd.DataFrame([{"method": k, "pairs": v["pairs"], "pointing_game": v["pointing_game"],
+                               "cam_iou": v["cam_iou"], "random_pointing": v["random_pointing"]}
+                              for k, v in scores.items()])
+        atomic_to_csv(table, out / "localisation.csv", float_format="%.4f")
+        atomic_write_json(out / "localisation.json", scores)
+        lines = ["# CAM localisation (pointing game, CAM IoU) on synthetic masks", "",
+                 "Pairs = (image, present class) with a non-empty mask. `cam` = MA-Q2L's mask-attention "
+                 "head; `attention` = last decoder layer cross-attention (head mean).", "",
+                 "| map | pairs | pointing game (%) | CAM IoU (%) | random point (%) |", "|---|---|---|---|---|"]
+        for r in table.itertuples():
+            lines.append(f"| {r.method} | {r.pairs} | {100 * r.pointing_game:.1f} | {100 * r.cam_iou:.1f} "
+                         f"| {100 * r.random_pointing:.1f} |")
+        atomic_write_text(out / "localisation.md", "\n".join(lines) + "\n")
+        written += [out / "localisation.csv", out / "localisation.json", out / "localisation.md"]
+        written.append(plot_localisation(table, out / "localisation.png", dpi,
+                                         "CAM localisation on synthetic masks" + tag))
+    return written

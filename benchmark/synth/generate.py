@@ -1,0 +1,211 @@
+"""Write a synthetic Sewer-ML dataset in the official layout, atomically and in parallel."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from benchmark.classes import CLASS_CODES, CSV_COLUMNS, NUM_CLASSES
+from benchmark.errors import SewerbenchError
+from benchmark.synth.labels import sample_split_labels
+from benchmark.synth.render import render
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1.0"
+SPLITS = ("train", "val", "test")
+_SPLIT_CSV = {"train": "SewerML_Train.csv", "val": "SewerML_Val.csv", "test": "SewerML_Test_gt.csv"}
+
+
+@dataclass
+class SynthConfig:
+    """Everything that determines a synthetic dataset (the ``synth:`` section of params.yaml)."""
+    out: str = "data/synthetic"
+    seed: int = 0
+    n_train: int = 3000
+    n_val: int = 800
+    n_test: int = 800
+    width: int = 128
+    height: int = 96
+    difficulty: float = 0.5
+    folder_size: int = 1000
+    workers: int = 2
+    label_source: str | None = "data/splits"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SynthConfig":
+        d = dict(d or {})
+        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        cfg = cls(**known, extra=d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("n_train", "n_val", "n_test"):
+            if int(getattr(self, name)) < 0:
+                raise SewerbenchError(f"params.yaml: synth.{name}: must be >= 0")
+        if self.width < 16 or self.height < 16:
+            raise SewerbenchError("params.yaml: synth.width/height: must be >= 16")
+        if not 0.0 <= float(self.difficulty) <= 1.0:
+            raise SewerbenchError("params.yaml: synth.difficulty: must be in [0, 1]")
+        if int(self.folder_size) < 1:
+            raise SewerbenchError("params.yaml: synth.folder_size: must be >= 1")
+
+    def counts(self) -> dict[str, int]:
+        return {"train": int(self.n_train), "val": int(self.n_val), "test": int(self.n_test)}
+
+
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of image ``index`` (global 1-based number): order-independent."""
+    return np.random.default_rng([int(seed), int(index), 104729])
+
+
+def render_row(seed: int, index: int, labels: np.ndarray, water_level: int, width: int, height: int,
+               difficulty: float):
+    """Render image ``index`` of a dataset with the given seed."""
+    return render(labels, water_level, image_rng(seed, index), width, height, difficulty)
+
+
+def save_masks(path: Path, masks: np.ndarray) -> None:
+    """masks/<stem>.npz: key "masks" bool (17, H, W) (compressed)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, masks=masks.astype(bool))
+    path.write_bytes(buf.getvalue())
+
+
+def load_masks(path: str | os.PathLike) -> np.ndarray:
+    """Read masks/<stem>.npz -> bool array (17, H, W)."""
+    with np.load(path) as z:
+        m = z["masks"]
+        if "shape" in z:  # bit-packed variant
+            m = np.unpackbits(m, axis=-1, count=int(z["shape"][-1])).reshape(tuple(z["shape"]))
+    return m.astype(bool)
+
+
+def _work(job):
+    seed, width, height, difficulty, rows = job
+    out = []
+    for index, img_path, mask_path, labels, wl in rows:
+        img, masks = render_row(seed, index, labels, wl, width, height, difficulty)
+        Image.fromarray(img).save(img_path, format="PNG", compress_level=3)
+        save_masks(Path(mask_path), masks)
+        out.append(index)
+    return len(out)
+
+
+def plan(cfg: SynthConfig) -> dict[str, pd.DataFrame]:
+    """Label rows and filenames of every split (no rendering)."""
+    frames = {}
+    start = 1
+    for split in SPLITS:
+        n = cfg.counts()[split]
+        df = sample_split_labels(split, n, cfg.seed, cfg.label_source)
+        idx = np.arange(start, start + n)
+        df["Filename"] = [f"{i:08d}.png" for i in idx]
+        df["image_index"] = idx
+        df["folder"] = [f"{split}{j // cfg.folder_size:02d}" for j in range(n)]
+        frames[split] = df
+        start += n
+    return frames
+
+
+def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: bool | None = None,
+             _fail_after: int | None = None) -> dict:
+    """Generate the dataset into ``out`` (replaced atomically). Returns the meta dict."""
+    cfg.validate()
+    out = Path(out if out is not None else cfg.out)
+    frames = plan(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    t0 = time.perf_counter()
+    try:
+        (tmp / "masks").mkdir()
+        rows = []
+        for split in SPLITS:
+            df = frames[split]
+            for folder in sorted(set(df["folder"])):
+                (tmp / folder).mkdir()
+            lab = df[list(CLASS_CODES)].to_numpy(np.int64)
+            for i, (fn, ix, folder, wl) in enumerate(zip(df["Filename"], df["image_index"], df["folder"],
+                                                         df["WaterLevel"])):
+                rows.append((int(ix), str(tmp / folder / fn), str(tmp / "masks" / f"{fn[:-4]}.npz"),
+                             lab[i], int(wl)))
+        if _fail_after is not None:  # test hook: simulate a crash part-way through
+            rows = rows[:_fail_after]
+        chunk = 25
+        jobs = [(cfg.seed, cfg.width, cfg.height, float(cfg.difficulty), rows[i:i + chunk])
+                for i in range(0, len(rows), chunk)]
+        workers = max(1, int(cfg.workers))
+        bar = tqdm(total=len(rows), desc="synth", unit="img", disable=None if progress is None else not progress)
+        with contextlib.ExitStack() as stack:
+            if workers > 1 and len(jobs) > 1:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                pool = stack.enter_context(ctx.Pool(workers))
+                it = pool.imap_unordered(_work, jobs)
+            else:
+                it = map(_work, jobs)
+            for n in it:
+                bar.update(n)
+        bar.close()
+        if _fail_after is not None:
+            raise RuntimeError("simulated failure")
+        elapsed = time.perf_counter() - t0
+        for split in SPLITS:
+            df = frames[split][list(CSV_COLUMNS)]
+            df.to_csv(tmp / _SPLIT_CSV[split], index=False)
+        frames["test"][["Filename"]].to_csv(tmp / "SewerML_Test.csv", index=False)
+        total = len(rows)
+        meta = {
+            "synthetic": True,
+            "generator": "sewerbench.synth",
+            "generator_version": GENERATOR_VERSION,
+            "seed": int(cfg.seed),
+            "counts": cfg.counts(),
+            "resolution": {"width": int(cfg.width), "height": int(cfg.height)},
+            "difficulty": float(cfg.difficulty),
+            "folder_size": int(cfg.folder_size),
+            "label_source": {"train": "SewerML_Train_sub_0.0625.csv", "val": "SewerML_Val_sub_0.0625.csv",
+                             "test": "SewerML_Val_sub_0.0625.csv"},
+            "mask_format": f"masks/<stem>.npz key 'masks' bool ({NUM_CLASSES}, H, W), class order CLASS_CODES",
+            "classes": list(CLASS_CODES),
+        }
+        speed = round(total / elapsed, 1) if elapsed > 0 else 0.0
+        meta_text = json.dumps(meta, indent=2) + "\n"
+        (tmp / "meta.json").write_text(meta_text, encoding="utf-8")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d synthetic images to %s (%.1f img/s, %d workers)", total, out, speed, workers)
+    return {**meta, "images_per_second": speed, "workers": workers}
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` onto ``out``; an older ``out`` is removed only afterwards."""
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{zlib.crc32(str(tmp).encode())}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

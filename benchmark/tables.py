@@ -1,0 +1,416 @@
+"""Result tables: Table 3 (published beside ours), per-class, ablation, Sewer-ML Tables 4/5.
+
+Every builder works on plain inputs (metric dicts in the official JSON layout, CI dicts,
+paired-bootstrap dicts) and returns a pandas DataFrame; :func:`write_table` writes it as
+CSV, Markdown and LaTeX (atomically), with a header that states data and profile.
+
+Layout of the evaluation results consumed here (written by ``benchmark.pipeline.evaluate``):
+``<metrics_dir>/<run>/<split>.json`` holds the official metrics JSON, optionally with the
+``"Bootstrap"`` block of ``sewerbench evaluate --bootstrap`` (``{"F2_CIW": [lo, hi], "F1_Normal": [lo, hi], ...}``).
+``split`` is ``val`` (full val set), ``val_sub`` (the 1/16 val set) or ``test``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark import published
+from benchmark.classes import CIW, CLASS_CODES, CLASS_NAMES, NORMAL
+from benchmark.io import atomic_to_csv, atomic_write_text
+
+SPLITS = ("val", "val_sub", "test")
+
+Metrics = Mapping[str, Mapping[str, Mapping[str, Any]]]   # run -> split -> metrics JSON
+
+
+# ----------------------------------------------------------------------------- loading
+def load_metrics(metrics_dir: str | Path) -> dict[str, dict[str, dict]]:
+    """Read ``<metrics_dir>/<run>/<split>.json`` into ``{run: {split: metrics}}``."""
+    out: dict[str, dict[str, dict]] = {}
+    root = Path(metrics_dir)
+    if not root.is_dir():
+        return out
+    for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for split in SPLITS:
+            f = run_dir / f"{split}.json"
+            if f.is_file():
+                out.setdefault(run_dir.name, {})[split] = json.loads(f.read_text())
+    return out
+
+
+def ci_block(m: Mapping[str, Any] | None) -> dict:
+    """The bootstrap block of an evaluate JSON ("Bootstrap", or "CI" in older files), or {}."""
+    if not m:
+        return {}
+    return dict(m.get("Bootstrap") or m.get("CI") or {})
+
+
+def headline(m: Mapping[str, Any] | None) -> dict[str, float]:
+    """F1-Normal, F2-CIW and mAP (in %) of one metrics JSON, plus CI bounds if present."""
+    if not m:
+        return {}
+    out = {"F1": 100 * m["New"]["F1_Normal"], "F2": 100 * m["New"]["F2"],
+           "mAP": 100 * m["Main"]["mAP"]}
+    boot = ci_block(m)
+    for key, name in (("F1_Normal", "F1"), ("F2_CIW", "F2")):
+        if key in boot and boot[key] is not None:
+            lo, hi = boot[key]
+            out[f"{name}_lo"], out[f"{name}_hi"] = 100 * lo, 100 * hi
+    return out
+
+
+def _get(metrics: Metrics, run: str | None, split: str) -> Mapping[str, Any] | None:
+    if run is None:
+        return None
+    return metrics.get(run, {}).get(split)
+
+
+# ----------------------------------------------------------------------------- formatting
+def fmt(x: Any, digits: int = 2) -> str:
+    """Number with fixed decimals; empty for None/nan."""
+    if x is None:
+        return ""
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(xf):
+        return ""
+    return f"{xf:.{digits}f}"
+
+
+def fmt_ci(value: Any, lo: Any = None, hi: Any = None) -> str:
+    """``62.38 [60.10, 64.50]`` (or just the value when no interval)."""
+    s = fmt(value)
+    if s and fmt(lo) and fmt(hi):
+        s += f" [{fmt(lo)}, {fmt(hi)}]"
+    return s
+
+
+def data_description(profile: str, source: str) -> str:
+    """One-line statement of what data the numbers come from."""
+    if source == "synthetic":
+        return (f"Data: SYNTHETIC Sewer-ML (sewerbench synth), profile `{profile}`. "
+                "These numbers are not a reproduction of the papers' numbers; "
+                "they only exercise the pipeline.")
+    return f"Data: real Sewer-ML ({source}), profile `{profile}`."
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """GitHub Markdown table (no external dependency)."""
+    cols = [str(c) for c in df.columns]
+    rows = [["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+             for v in r] for r in df.itertuples(index=False, name=None)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESCAPE = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(s))
+
+
+def to_latex(df: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs ``tabular`` (inside a ``table``) with escaped cells."""
+    cols = [tex_escape(c) for c in df.columns]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if caption:
+        lines.append(r"\caption{" + tex_escape(caption) + "}")
+    lines += [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(cols) + r" \\",
+              r"\midrule"]
+    for r in df.itertuples(index=False, name=None):
+        cells = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else tex_escape(v)
+                 for v in r]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(numeric: pd.DataFrame, display: pd.DataFrame, out_stem: str | Path,
+                title: str, header: Sequence[str] = (), formats: Sequence[str] = ("csv", "md", "tex")
+                ) -> list[Path]:
+    """Write ``numeric`` as CSV and ``display`` as Markdown/LaTeX, atomically."""
+    stem = Path(out_stem)
+    written = []
+    if "csv" in formats:
+        p = stem.with_suffix(".csv")
+        atomic_to_csv(numeric, p, float_format="%.4f")
+        written.append(p)
+    if "md" in formats:
+        p = stem.with_suffix(".md")
+        text = f"# {title}\n\n" + "".join(f"{h}\n\n" for h in header) + to_markdown(display)
+        atomic_write_text(p, text)
+        written.append(p)
+    if "tex" in formats:
+        p = stem.with_suffix(".tex")
+        text = "".join(f"% {h}\n" for h in header) + to_latex(display, caption=title)
+        atomic_write_text(p, text)
+        written.append(p)
+    return written
+
+
+# ----------------------------------------------------------------------------- Table 3
+def table3(metrics: Metrics, rows: Sequence[published.Table3Row] = published.TABLE3
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 3 of the MA-Q2L paper, published numbers beside ours (numeric, display)."""
+    num, disp = [], []
+    for row in rows:
+        rec: dict[str, Any] = {"key": row.key, "training_data": row.fraction, "model": row.model,
+                               "run": row.run or "", "eval_split": row.val_split if row.run else ""}
+        ours = {"val": headline(_get(metrics, row.run, row.val_split)),
+                "test": headline(_get(metrics, row.run, "test"))}
+        for split in ("val", "test"):
+            for k in ("F1", "F2"):
+                pub = getattr(row, f"{split}_{k.lower()}")
+                o = ours[split]
+                rec[f"{split}_{k.lower()}_paper"] = pub
+                rec[f"{split}_{k.lower()}_ours"] = o.get(k)
+                rec[f"{split}_{k.lower()}_ours_lo"] = o.get(f"{k}_lo")
+                rec[f"{split}_{k.lower()}_ours_hi"] = o.get(f"{k}_hi")
+        if row.run is None:
+            note = row.reason or "not re-run"
+        elif not ours["val"]:
+            note = f"run `{row.run}` has no `{row.val_split}` metrics yet"
+        else:
+            note = f"run `{row.run}` on `{row.val_split}`"
+        rec["note"] = note
+        num.append(rec)
+        d = {"Training data": row.fraction, "Model": row.model}
+        for split in ("val", "test"):
+            for k in ("F1", "F2"):
+                key = f"{split}_{k.lower()}"
+                d[f"{split} {k} (paper)"] = fmt(rec[f"{key}_paper"])
+                d[f"{split} {k} (ours, 95% CI)"] = fmt_ci(rec[f"{key}_ours"], rec[f"{key}_ours_lo"],
+                                                          rec[f"{key}_ours_hi"])
+        d["Note"] = note
+        disp.append(d)
+    return pd.DataFrame(num), pd.DataFrame(disp)
+
+
+# ----------------------------------------------------------------------------- per class
+def per_class_table(m: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """17 classes + Normal: CIW, P, R, F1, F2, AP (in %) and Ng/Np/Nc from one metrics JSON."""
+    aux, new = m["Auxillary"], m["New"]
+    codes = list(CLASS_CODES) + [NORMAL]
+    num = []
+    for i, code in enumerate(codes):
+        is_normal = i == len(CLASS_CODES)
+        num.append({
+            "class": code,
+            "name": "no defect (all 17 labels 0)" if is_normal else CLASS_NAMES[code],
+            "CIW": None if is_normal else float(CIW[i]),
+            "P": 100 * aux["P_class"][i], "R": 100 * aux["R_class"][i],
+            "F1": 100 * aux["F1_class"][i], "F2": 100 * new["F2_class"][i],
+            "AP": None if is_normal else 100 * aux["AP"][i],
+            "Ng": aux["Ng"][i], "Np": aux["Np"][i], "Nc": aux["Nc"][i],
+        })
+    df = pd.DataFrame(num)
+    disp = pd.DataFrame({
+        "Class": df["class"], "Name": df["name"],
+        "CIW": [fmt(v, 4) for v in df["CIW"]],
+        **{k: [fmt(v) for v in df[k]] for k in ("P", "R", "F1", "F2", "AP")},
+        "Ng": [fmt(v, 0) for v in df["Ng"]],
+    })
+    summary = pd.DataFrame([{
+        "Class": "F2-CIW / F1-Normal / mAP", "Name": "", "CIW": "",
+        "P": "", "R": "", "F1": fmt(100 * new["F1_Normal"]), "F2": fmt(100 * new["F2"]),
+        "AP": fmt(100 * m["Main"]["mAP"]), "Ng": ""}])
+    return df, pd.concat([disp, summary], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- ablation
+def ablation_cells(runs: Mapping[str, Mapping[str, Any]], method: str = "maq2l"
+                   ) -> list[dict[str, Any]]:
+    """The MA x LC cells among ``runs`` (params.yaml ``runs:``), ordered by split then cell."""
+    cells = []
+    for name, spec in runs.items():
+        if spec.get("method") != method:
+            continue
+        model = spec.get("model") or {}
+        cells.append({"run": name, "split": spec.get("split", "full"),
+                      "mask_attention": bool(model.get("mask_attention", True)),
+                      "label_correlation": bool(model.get("label_correlation", True))})
+    cells.sort(key=lambda c: (c["split"] != "full", c["split"], not c["mask_attention"],
+                              not c["label_correlation"]))
+    return cells
+
+
+def _p_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
+    """Dig a p-value for ``metric`` out of a paired-bootstrap result dict (tolerant of layouts)."""
+    if not result:
+        return None
+    cand = (result.get("metrics") or {}).get(metric) or result.get(metric)
+    if isinstance(cand, Mapping):
+        for k in ("p_value", "p", "pvalue"):
+            if k in cand:
+                return float(cand[k])
+    for k in ("p_value", "p_values", "pvalues"):
+        v = result.get(k)
+        if isinstance(v, Mapping) and metric in v:
+            return float(v[metric])
+    return None
+
+
+def _delta(result: Mapping[str, Any] | None, metric: str) -> float | None:
+    if not result:
+        return None
+    cand = (result.get("metrics") or {}).get(metric) or result.get(metric)
+    if isinstance(cand, Mapping):
+        for k in ("delta", "diff", "observed"):
+            if k in cand:
+                return float(cand[k])
+    for k in ("delta", "deltas"):
+        v = result.get(k)
+        if isinstance(v, Mapping) and metric in v:
+            return float(v[metric])
+    return None
+
+
+def ablation_table(cells: Sequence[Mapping[str, Any]], metrics: Metrics,
+                   paired: Mapping[str, Mapping[str, Any]] | None = None,
+                   reference: Mapping[str, str] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MA x LC ablation on the full val set, paired-bootstrap p-values against full MA-Q2L.
+
+    ``paired[run]`` is the :func:`benchmark.bootstrap.paired_bootstrap` result of the run
+    reference cell of its split (``reference[split]``, as ``a``) against the cell (as ``b``),
+    so deltas are cell minus reference.
+    """
+    paired = paired or {}
+    reference = reference or {}
+    num, disp = [], []
+    for c in cells:
+        h = headline(_get(metrics, c["run"], "val"))
+        hs = headline(_get(metrics, c["run"], "val_sub"))
+        res = paired.get(c["run"])
+        is_ref = reference.get(c["split"]) == c["run"]
+        rec = {"split": c["split"], "run": c["run"], "mask_attention": c["mask_attention"],
+               "label_correlation": c["label_correlation"], "reference": is_ref,
+               "val_f2": h.get("F2"), "val_f2_lo": h.get("F2_lo"), "val_f2_hi": h.get("F2_hi"),
+               "val_f1": h.get("F1"), "val_f1_lo": h.get("F1_lo"), "val_f1_hi": h.get("F1_hi"),
+               "val_map": h.get("mAP"), "val_sub_f2": hs.get("F2"), "val_sub_f1": hs.get("F1")}
+        for metric, short in (("F2_CIW", "f2"), ("F1_Normal", "f1")):
+            d = _delta(res, metric)
+            rec[f"delta_{short}"] = None if d is None else 100 * d
+            rec[f"p_{short}"] = _p_value(res, metric)
+        num.append(rec)
+        disp.append({
+            "Training data": "1" if c["split"] == "full" else c["split"].replace("sub_", ""),
+            "MA": "yes" if c["mask_attention"] else "no",
+            "LC": "yes" if c["label_correlation"] else "no",
+            "Run": c["run"] + (" (reference)" if is_ref else ""),
+            "val F2-CIW (95% CI)": fmt_ci(rec["val_f2"], rec["val_f2_lo"], rec["val_f2_hi"]),
+            "val F1-Normal (95% CI)": fmt_ci(rec["val_f1"], rec["val_f1_lo"], rec["val_f1_hi"]),
+            "val mAP": fmt(rec["val_map"]),
+            "val* F2-CIW": fmt(rec["val_sub_f2"]),
+            "dF2 vs ref": fmt(rec["delta_f2"]),
+            "p (F2)": fmt(rec["p_f2"], 3),
+            "dF1 vs ref": fmt(rec["delta_f1"]),
+            "p (F1)": fmt(rec["p_f1"], 3),
+        })
+    return pd.DataFrame(num), pd.DataFrame(disp)
+
+
+# ----------------------------------------------------------------------------- Sewer-ML
+def sewerml_table(rows: Sequence[published.SewerMLRow], metrics: Metrics
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sewer-ML Table 4 or 5: published val/test F2-CIW and F1-Normal beside ours."""
+    num, disp = [], []
+    for row in rows:
+        ours = {s: headline(_get(metrics, row.run, s)) for s in ("val", "test")}
+        rec: dict[str, Any] = {"model": row.model, "run": row.run or ""}
+        d: dict[str, Any] = {"Model": row.model}
+        for split in ("val", "test"):
+            for k in ("F2", "F1"):
+                key = f"{split}_{k.lower()}"
+                o = ours[split]
+                rec[f"{key}_paper"] = getattr(row, key)
+                rec[f"{key}_ours"] = o.get(k)
+                rec[f"{key}_ours_lo"] = o.get(f"{k}_lo")
+                rec[f"{key}_ours_hi"] = o.get(f"{k}_hi")
+                d[f"{split} {k} (paper)"] = fmt(getattr(row, key))
+                d[f"{split} {k} (ours, 95% CI)"] = fmt_ci(o.get(k), o.get(f"{k}_lo"),
+                                                          o.get(f"{k}_hi"))
+        if ours["val"]:
+            note = f"run `{row.run}`"
+        elif row.reason:
+            note = row.reason
+        else:
+            note = f"run `{row.run}` has no metrics yet"
+        rec["note"] = d["Note"] = note
+        num.append(rec)
+        disp.append(d)
+    return pd.DataFrame(num), pd.DataFrame(disp)
+
+
+def benchmark_classic_table(m_val: Mapping[str, Any] | None, m_test: Mapping[str, Any] | None
+                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Benchmark's classic val metrics and per-class test F2, published beside ours."""
+    recs = []
+    for k, pub in published.BENCHMARK_CLASSIC_VAL.items():
+        ours = None if not m_val else 100 * m_val["Main"][k]
+        recs.append({"metric": f"val {k}", "paper": pub, "ours": ours})
+    codes = list(CLASS_CODES) + [NORMAL]
+    for i, code in enumerate(codes):
+        ours = None if not m_test else 100 * m_test["New"]["F2_class"][i]
+        recs.append({"metric": f"test F2 {code}", "paper": published.BENCHMARK_TEST_F2_CLASS[code],
+                     "ours": ours})
+    df = pd.DataFrame(recs)
+    disp = pd.DataFrame({"Metric": df["metric"], "Paper": [fmt(v) for v in df["paper"]],
+                         "Ours": [fmt(v) for v in df["ours"]]})
+    return df, disp
+
+
+# ----------------------------------------------------------------------------- all
+def write_all(metrics: Metrics, out_dir: str | Path, *, profile: str, source: str,
+              runs: Mapping[str, Mapping[str, Any]] | None = None,
+              paired: Mapping[str, Mapping[str, Any]] | None = None,
+              reference: Mapping[str, str] | None = None,
+              benchmark_run: str = "benchmark_full") -> list[Path]:
+    """Write every table under ``out_dir``; returns the written paths."""
+    out = Path(out_dir)
+    header = [data_description(profile, source),
+              "F1 = F1-Normal, F2 = F2-CIW, in %; ours with a 95% bootstrap interval "
+              "(resampling images). `*` = trained on the 1/16 subset and evaluated on the "
+              "1/16 val set."]
+    written: list[Path] = []
+    n, d = table3(metrics)
+    written += write_table(n, d, out / "table3", f"Table 3 ({published.MAQ2L_PAPER}) "
+                           "beside this suite", header)
+    n, d = sewerml_table(published.TABLE4, metrics)
+    written += write_table(n, d, out / "sewerml_table4", "Sewer-ML Table 4: end-to-end models "
+                           f"({published.SEWERML_PAPER})", header)
+    n, d = sewerml_table(published.TABLE5, metrics)
+    written += write_table(n, d, out / "sewerml_table5", "Sewer-ML Table 5: two-stage models, "
+                           f"Xie2019 stage 1 + stage 2, replace ({published.SEWERML_PAPER})",
+                           header)
+    n, d = benchmark_classic_table(_get(metrics, benchmark_run, "val"),
+                                   _get(metrics, benchmark_run, "test"))
+    written += write_table(n, d, out / "benchmark_metrics",
+                           "Sewer-ML Benchmark: classic val metrics and per-class test F2", header)
+    if runs:
+        cells = ablation_cells(runs)
+        if cells:
+            n, d = ablation_table(cells, metrics, paired, reference)
+            written += write_table(
+                n, d, out / "ablation", "MA-Q2L ablation: mask attention (MA) x label "
+                "correlation (LC)", header + [
+                    "Full val set; dF/p: paired bootstrap (same images resampled) of each cell "
+                    "minus the full MA-Q2L of the same training data; val* = 1/16 val set."])
+    for run in sorted(metrics):
+        for split, m in sorted(metrics[run].items()):
+            n, d = per_class_table(m)
+            written += write_table(n, d, out / "per_class" / f"{run}_{split}",
+                                   f"Per-class metrics: run {run}, split {split}", header,
+                                   formats=("csv", "md"))
+    return written

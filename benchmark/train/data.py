@@ -1,0 +1,129 @@
+"""Datasets of one run: annotation CSVs -> frames -> :class:`SewerMLDataset` with the
+recipe's transforms, binary targets for stage-1 runs, defect-only filtering for stage 2,
+and the image source (the uint8 cache when enabled, else the image folder)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.classes import CLASS_CODES
+from benchmark.errors import SewerbenchError
+
+log = logging.getLogger(__name__)
+
+
+def read_frame(path: str | Path, require_labels: bool) -> pd.DataFrame:
+    """A validated annotation frame; a Filename-only CSV is accepted when labels are optional."""
+    from benchmark.data.annotations import read_annotations, read_filenames
+
+    path = Path(path)
+    if not path.is_file():
+        raise SewerbenchError(f"{path}: annotation CSV not found (run `sewerbench prepare` / dvc repro)")
+    header = pd.read_csv(path, nrows=0).columns
+    if all(c in header for c in CLASS_CODES) or require_labels:
+        return read_annotations(path)
+    return read_filenames(path)
+
+
+def select_rows(df: pd.DataFrame, train_on: str, max_images: int | None, seed: int,
+                where: str) -> pd.DataFrame:
+    """Defect-only filtering (stage 2) and an optional seeded cap (order kept)."""
+    if train_on == "defect_only":
+        df = df[df["Defect"] == 1].reset_index(drop=True)
+        if len(df) == 0:
+            raise SewerbenchError(f"{where}: no defect rows to train a defect-only model on")
+    if max_images is not None and len(df) > int(max_images):
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.permutation(len(df))[: int(max_images)])
+        df = df.iloc[keep].reset_index(drop=True)
+    return df
+
+
+def targets_of(df: pd.DataFrame, binary: bool) -> np.ndarray:
+    """(N, 17) float32 labels, or (N, 1) Defect labels for binary runs (-1 counts as 0)."""
+    from benchmark.data.annotations import label_matrix
+
+    y = label_matrix(df)
+    return y.max(axis=1, keepdims=True) if binary else y
+
+
+class BinaryTargets(Dataset):
+    """Wrap a 17-class dataset: target = Defect = any class positive, shape (1,)."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+        self.filenames = list(base.filenames)
+        self.targets = np.asarray(base.targets).max(axis=1, keepdims=True).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y, name = self.base[i]
+        return x, y.max().reshape(1), name
+
+
+def recorded_image_root(prepared) -> str | None:
+    """The image root that ``sewerbench prepare`` recorded in ``<prepared>/splits.json``."""
+    import json
+
+    if not prepared:
+        return None
+    path = Path(prepared) / "splits.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("image_root")
+    except (OSError, ValueError):
+        return None
+
+
+def image_source(cfg: dict, ctx=None):
+    """The image cache at the run's resolution (built once by rank 0) or the image folder index."""
+    from benchmark.data.images import ImageIndex
+
+    data = dict(cfg["data"])
+    if not data.get("images"):
+        data["images"] = recorded_image_root(data.get("prepared"))
+    if not data.get("images"):
+        raise SewerbenchError(f"run {cfg.get('run')}: data.images (the image folder) is not set in "
+                              f"params.yaml and {data.get('prepared')}/splits.json records none")
+    size = int(cfg["image_size"])
+    if not cfg.get("use_cache", True) or not data.get("cache"):
+        return ImageIndex(data["images"])
+    from benchmark.data.cache import ImageCache
+
+    directory = Path(data["cache"]) / f"{size}x{size}"
+    is_main = ctx is None or ctx.is_main
+    if is_main:
+        index = ImageIndex(data["images"])
+        # every image of the folder: one cache per resolution, shared by all runs
+        ImageCache.build(directory, sorted(index.filenames), index, size,
+                         workers=cfg.get("cache_workers"))
+    if ctx is not None:
+        ctx.barrier()
+    return ImageCache.open(directory)
+
+
+def make_dataset(df: pd.DataFrame, images, cfg: dict, train: bool) -> Dataset:
+    from benchmark.data.dataset import SewerMLDataset
+    from benchmark.data.transforms import build_transform
+
+    aug = dict(cfg.get("aug") or {}) if train else {}
+    tf = build_transform(cfg["transform"], int(cfg["image_size"]), train, **aug)
+    ds = SewerMLDataset(df, images, tf)
+    return BinaryTargets(ds) if cfg["binary"] else ds
+
+
+def pos_weight(targets: np.ndarray) -> torch.Tensor:
+    """Sewer-ML ``getClassWeights``: (N - N_c) / N_c per class, 0 for a class with no positives."""
+    t = np.asarray(targets) == 1
+    n = t.shape[0]
+    pos = t.sum(axis=0).astype(np.float64)
+    w = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)

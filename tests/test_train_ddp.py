@@ -1,0 +1,54 @@
+"""Two-process DistributedDataParallel training on CPU (gloo) equals one process.
+
+Comparable by construction: the global batch (16) is the same (8 per rank), the
+DistributedSampler permutation depends only on (seed, epoch), so the union of the two
+ranks' batches at each step is the single-process batch; the loss is a per-sample mean and
+DDP averages gradients, so the update is the same. The run has no random augmentation,
+dropout or BatchNorm (per-rank streams and batch statistics would differ). Differences are
+floating-point reduction order only.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from benchmark.config import resolve_run
+from benchmark.train import train_run
+from benchmark.train.testing import make_tiny_dataset, tiny_params
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(tmp_path):
+    torch.set_num_threads(1)
+    root = make_tiny_dataset(tmp_path / "data")
+    params = tiny_params(root)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "benchmark", "--", "train", "tiny", "--params", str(tmp_path / "params.yaml"),
+           "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_run(resolve_run(params, "tiny"), tmp_path / "one")
+
+    drop = ["images_per_s", "epoch_seconds"]
+    h2 = pd.read_csv(tmp_path / "ddp/history.csv").drop(columns=drop)
+    h1 = pd.read_csv(tmp_path / "one/history.csv").drop(columns=drop)
+    pd.testing.assert_frame_equal(h1, h2, rtol=1e-5, atol=1e-6)
+    for f in ["scores_val.csv", "scores_test.csv"]:
+        a = pd.read_csv(tmp_path / "one" / f, dtype={"Filename": str})
+        b = pd.read_csv(tmp_path / "ddp" / f, dtype={"Filename": str})
+        assert list(a["Filename"]) == list(b["Filename"])
+        assert (a.iloc[:, 1:] - b.iloc[:, 1:]).abs().to_numpy().max() < 1e-5
+    import json
+
+    s = json.loads((tmp_path / "ddp/train_summary.json").read_text())
+    assert s["world_size"] == 2 and s["train_images"] == 64
+    # only rank 0 writes: no temporary files left behind
+    assert not [p for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")]
