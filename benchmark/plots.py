@@ -157,8 +157,11 @@ def plot_cooccurrence(targets: np.ndarray, scores: np.ndarray, out: str | Path,
     pred = cooccurrence((np.asarray(scores) >= threshold).astype(int))
     codes = list(CLASS_CODES)[: gt.shape[0]]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    off = ~np.eye(gt.shape[0], dtype=bool)
+    vmax = max(0.05, float(max(gt[off].max(initial=0), pred[off].max(initial=0))))
     for ax, mat, name in ((axes[0], gt, "ground truth"), (axes[1], pred, "predicted")):
-        sns.heatmap(mat, ax=ax, vmin=0, vmax=1, cmap="viridis", square=True, xticklabels=codes,
+        shown = np.where(off, mat, np.nan)   # the diagonal (always 1) is left blank
+        sns.heatmap(shown, ax=ax, vmin=0, vmax=vmax, cmap="viridis", square=True, xticklabels=codes,
                     yticklabels=codes, cbar_kws={"shrink": 0.7})
         ax.set_title(name)
         ax.tick_params(labelsize=7)
@@ -399,7 +402,9 @@ def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str |
     # training curves
     hist = {}
     for run in runs:
-        f = runs_dir / run / "history.csv"
+        f = Path(metrics_dir) / run / "history.csv"   # copied there by the evaluate stage
+        if not f.is_file():
+            f = runs_dir / run / "history.csv"
         if f.is_file():
             try:
                 hist[run] = pd.read_csv(f)

@@ -31,11 +31,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if deterministic:
-        # cuBLAS needs this for deterministic matmuls on CUDA >= 10.2
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.cuda.is_available():
+            # cuBLAS needs this for deterministic matmuls; warn (not fail) on ops without a
+            # deterministic CUDA kernel. Skipped on CPU-only machines, where the kernels used
+            # are deterministic and the switch costs a ~2 s import of torch._inductor.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.deterministic = False

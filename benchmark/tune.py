@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import pandas as pd
 
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_to_csv, atomic_write_json

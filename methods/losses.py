@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from benchmark.classes import BOTTLENECK_CLASSES, CLASS_INDEX, NUM_CLASSES
+from benchmark.errors import SewerbenchError
 
 
 def _focusing_context(no_grad: bool):
@@ -171,7 +172,7 @@ def build_loss(name: str, **cfg: Any) -> nn.Module:
     """``asl`` | ``q2l_asl`` (Q2L: no class weights) | ``maq2l_asl`` (bottleneck weights) | ``bce``
     (``labels=`` or ``pos_weight=``). ``cfg`` overrides the constructor defaults."""
     if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(_LOSSES)}")
+        raise SewerbenchError(f"loss: unknown loss {name!r} (known: {', '.join(_LOSSES)})")
     if name == "q2l_asl":
         cfg.setdefault("class_weights", None)
     return _LOSSES[name](**cfg)

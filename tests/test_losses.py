@@ -131,6 +131,7 @@ def test_bce_pos_weight_and_loss():
 
 
 def test_build_loss_unknown():
-    with pytest.raises(ValueError):
+    from benchmark.errors import SewerbenchError
+    with pytest.raises(SewerbenchError):
         build_loss("nope")
     assert isinstance(build_loss("asl"), AsymmetricLoss)

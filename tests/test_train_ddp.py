@@ -3,9 +3,10 @@
 Comparable by construction: the global batch (16) is the same (8 per rank), the
 DistributedSampler permutation depends only on (seed, epoch), so the union of the two
 ranks' batches at each step is the single-process batch; the loss is a per-sample mean and
-DDP averages gradients, so the update is the same. The run has no random augmentation,
-dropout or BatchNorm (per-rank streams and batch statistics would differ). Differences are
-floating-point reduction order only.
+DDP averages gradients, so the update is the same. Augmentations are seeded per sample
+from (seed, epoch, index), so they match too; the run has no dropout or BatchNorm (per-rank
+generator streams and batch statistics would differ). Differences are floating-point
+reduction order only.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     torch.set_num_threads(1)
     root = make_tiny_dataset(tmp_path / "data")
     params = tiny_params(root)
+    params["runs"]["tiny"]["aug"] = {"randaugment": True, "flip": 0.5, "cutout": 0.5}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -52,3 +54,42 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert s["world_size"] == 2 and s["train_images"] == 64
     # only rank 0 writes: no temporary files left behind
     assert not [p for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes_to_the_same_result(tmp_path):
+    """Kill `sewerbench train` (SIGKILL) once its first checkpoint exists, resume with
+    --resume: history and scores equal an uninterrupted run. Whatever epoch the kill lands
+    in (or none), resuming from the last atomic checkpoint must give the same result."""
+    import signal
+    import time
+
+    root = make_tiny_dataset(tmp_path / "data")
+    params = tiny_params(root)
+    params["runs"]["tiny"]["aug"] = {"randaugment": True, "flip": 0.5}
+    params["runs"]["tiny"]["model"] = {"dropout": 0.3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "benchmark", "train", "tiny", "--params", str(tmp_path / "params.yaml"),
+            "--set", "epochs=6", "--set", "image_size=32"]
+    ref = subprocess.run(base + ["--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(base + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    res = subprocess.run(base + ["--out", str(out), "--resume"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    drop = ["images_per_s", "epoch_seconds"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref/history.csv").drop(columns=drop),
+                                  pd.read_csv(out / "history.csv").drop(columns=drop))
+    for f in ["scores_val.csv", "scores_test.csv"]:
+        assert (tmp_path / "ref" / f).read_bytes() == (out / f).read_bytes()

@@ -96,6 +96,14 @@ def test_same_seed_same_numbers_other_seed_differs(tiny, tmp_path):
     assert not _history(tmp_path / "a").equals(_history(tmp_path / "c"))
 
 
+def test_augmentation_independent_of_workers(tiny, tmp_path):
+    _, params = tiny
+    over = {"epochs": 1, "aug": {"randaugment": True, "flip": 0.5, "cutout": 0.5}}
+    _train(params, "tiny", tmp_path / "w0", over)
+    _train(params, "tiny", tmp_path / "w2", {**over, "workers": 2})
+    pd.testing.assert_frame_equal(_history(tmp_path / "w0"), _history(tmp_path / "w2"))
+
+
 @pytest.mark.parametrize("run", ["tiny", "tiny_sewer"])
 def test_killed_and_resumed_equals_uninterrupted(tiny, tmp_path, run):
     _, params = tiny
@@ -174,6 +182,28 @@ def test_amp_bf16_and_channels_last_on_cpu(tiny, tmp_path):
         assert net(x).dtype == torch.bfloat16
 
 
+def test_fp16_gradscaler_path_and_resume_on_cpu(tiny, tmp_path):
+    _, params = tiny
+    over = {"amp": True, "amp_dtype": "float16", "epochs": 2}
+    _train(params, "tiny", tmp_path / "a", over)
+    ck = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
+    assert ck["scaler"]["scale"] > 0  # the GradScaler ran and its state is checkpointed
+    _train(params, "tiny", tmp_path / "b", over, stop_after_epoch=0)
+    _train(params, "tiny", tmp_path / "b", over, resume=True)
+    pd.testing.assert_frame_equal(_history(tmp_path / "a"), _history(tmp_path / "b"))
+
+
+def test_bce_pos_weight_from_training_labels(tiny):
+    from benchmark.train.engine import build_criterion
+
+    root, params = tiny
+    y = pd.read_csv(root / "prepared/full/train.csv")[list(SCORE_COLUMNS[1:])].to_numpy()
+    crit = build_criterion({"loss": {"name": "bce", "pos_weight": "auto"}}, y, torch.device("cpu"))
+    n, pos = len(y), y.sum(axis=0)
+    expect = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), 0.0)
+    np.testing.assert_allclose(crit.pos_weight.numpy(), expect, rtol=1e-6)
+
+
 def test_sklearn_myrans(tiny, tmp_path):
     _, params = tiny
     over = {"sklearn": {"n_jobs": 1, "n_estimators": 5}}
@@ -202,3 +232,48 @@ def test_cli_train_and_errors(tiny, tmp_path, capsys):
     assert err.startswith("sewerbench: error:") and "no run named 'nope'" in err and err.count("\n") == 1
     assert main(["train", "tiny", "--params", p, "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "q2l"
+
+
+def test_early_stopping_rule_and_stop_epoch(tiny, tmp_path):
+    from benchmark.train.engine import _Trainer
+
+    t = _Trainer.__new__(_Trainer)
+    t.cfg = {"selection": "mAP", "selection_mode": "max", "early_stop": {"patience": 2}}
+    t.sel = {"best": None, "best_epoch": -1}
+    plain = [0.5, 0.6, 0.55, 0.55, 0.58, 0.4]
+    ema = [0.4, 0.5, 0.62, 0.61, 0.60, 0.59]
+    stops = []
+    for e, (p, m) in enumerate(zip(plain, ema)):
+        is_best, which = t.select(e, {"val_mAP": p, "ema_val_mAP": m})
+        assert is_best == (e in (0, 1, 2)) and (which == "ema") == (m > p)
+        stops.append(t.should_stop(e))
+    # best (EMA 0.62) at epoch 2, best plain at epoch 1: stop once epoch - 2 > 2 with EMA below its best
+    assert stops[:5] == [None] * 5 and stops[5].startswith("early stop")
+    assert (t.sel["best"], t.sel["best_epoch"], t.sel["best_which"]) == (0.62, 2, "ema")
+    t.cfg = {"selection": "val_loss", "selection_mode": "min", "early_stop": None, "stop_epoch": 1}
+    t.sel = {"best": None, "best_epoch": -1}
+    assert t.select(0, {"val_loss": 2.0})[0] and t.select(1, {"val_loss": 1.0})[0]
+    assert not t.select(2, {"val_loss": float("nan")})[0]
+    assert t.should_stop(0) is None and t.should_stop(1).startswith("stop_epoch")
+
+    _, params = tiny
+    s = _train(params, "tiny", tmp_path / "asl_like", {"stop_epoch": 0})
+    assert s["epochs_run"] == 1 and s["stop_reason"].startswith("stop_epoch")
+    assert len(pd.read_csv(tmp_path / "asl_like/history.csv")) == 1
+
+
+def test_registry_methods_through_the_engine(tiny, tmp_path):
+    """A real registry model trains end to end; KSSNet gets its label graph from training labels."""
+    from benchmark.train.predict import build_model
+
+    _, params = tiny
+    p = {**params, "runs": {**params["runs"],
+                            "xie": {"method": "xie2019", "recipe": "sewerml", "split": "full"},
+                            "kss": {"method": "kssnet", "recipe": "sewerml", "split": "full"}}}
+    s = _train(p, "xie", tmp_path / "xie", {"epochs": 1, "image_size": 32})
+    assert s["method"] == "xie2019" and s["params"] > 0
+    assert tuple(pd.read_csv(tmp_path / "xie/scores_val.csv").columns) == SCORE_COLUMNS
+    cfg = resolve_run(p, "kss")
+    y = (np.random.default_rng(0).random((40, 17)) < 0.3).astype(np.float32)
+    model = build_model(cfg, y)
+    assert model.adjacency_source == "training labels"

@@ -5,13 +5,13 @@ run's own (subset) val set (``val_sub.json``, the paper's starred rows), ``score
 -> test labels when the prepared data has them (``test.json``). Each JSON is exactly what
 ``sewerbench evaluate --bootstrap N`` writes (official layout + its "Bootstrap" block). Binary stage-1 runs
 (Filename,Defect) get ``binary_<split>.json`` (accuracy, F1, AP of the Defect column).
+The run's ``history.csv`` and ``train_summary.json`` are copied beside the metrics.
 
 Run as ``python -m benchmark.pipeline.evaluate --run-dir runs/X --out results/metrics/X``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -76,6 +76,9 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path, prepared: str | Path 
             atomic_write_text(path, dumps_json(compute(scores, gt, n_bootstrap, seed)))
         written[name] = path
         log.info("%s: %s -> %s", run_dir.name, scores.name, path)
+    for extra in ("history.csv", "train_summary.json"):  # for plots, without depending on runs/
+        if (run_dir / extra).is_file():
+            atomic_write_text(out_dir / extra, (run_dir / extra).read_text(encoding="utf-8"))
     return written
 
 

@@ -97,7 +97,7 @@ def chance_baselines(train_targets: np.ndarray, val_targets: np.ndarray, seed: i
 
 
 def calibrate(root: str | Path, seed: int = 0, epochs: int = 8, batch_size: int = 64, lr: float = 2e-3,
-              width: int = 32, threads: int = 2, max_pos_weight: float = 30.0) -> dict:
+              width: int = 32, threads: int = 2, max_pos_weight: float = 10.0) -> dict:
     """Train the small CNN on ``root``'s train split, evaluate on val; return numbers + baselines."""
     import torch
     import torch.nn.functional as F

@@ -51,6 +51,20 @@ class SynthConfig:
     def from_dict(cls, d: dict | None) -> "SynthConfig":
         d = dict(d or {})
         known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        types = {"seed": int, "n_train": int, "n_val": int, "n_test": int, "width": int, "height": int,
+                 "difficulty": float, "folder_size": int, "workers": int, "out": str}
+        for key, typ in types.items():
+            if key in known:
+                try:
+                    if isinstance(known[key], bool) or known[key] is None:
+                        raise ValueError
+                    known[key] = typ(known[key])
+                except (TypeError, ValueError):
+                    raise SewerbenchError(f"params.yaml: synth.{key}: expected {typ.__name__}, "
+                                          f"got {known[key]!r}") from None
+        unknown = sorted(k for k in d if k != "calibrate")
+        if unknown:
+            log.warning("synth: ignoring unknown keys %s", unknown)
         cfg = cls(**known, extra=d)
         cfg.validate()
         return cfg

@@ -127,3 +127,32 @@ def pos_weight(targets: np.ndarray) -> torch.Tensor:
     pos = t.sum(axis=0).astype(np.float64)
     w = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), 0.0)
     return torch.tensor(w, dtype=torch.float32)
+
+
+class EpochSeeded(Dataset):
+    """Per-sample augmentation seeds: item ``i`` of epoch ``e`` is drawn under torch seed
+    ``derive_seed(seed, "item", e, i)`` (the global generator is restored afterwards).
+
+    Augmentations then depend only on (seed, epoch, index): not on the number of DataLoader
+    workers, the number of DDP processes or a resume point.
+    """
+
+    def __init__(self, base: Dataset, seed: int):
+        self.base = base
+        self.seed = int(seed)
+        self.epoch = 0
+        self.filenames = base.filenames
+        self.targets = base.targets
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        from benchmark.seed import derive_seed
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
+            return self.base[i]

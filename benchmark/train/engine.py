@@ -7,10 +7,11 @@ the run folder::
     scores_val.csv  [scores_val_sub.csv]  scores_test.csv  train_summary.json
 
 Reproducibility: data order depends only on (seed, epoch) (DistributedSampler seeded with
-the run seed, ``set_epoch``), global generators are re-seeded at every epoch start from
-(seed, epoch, rank), and the checkpoint holds model, optimiser, scheduler, EMA, scaler,
-RNG states and the selection / early-stopping state, so a resumed run retraces an
-uninterrupted one exactly on CPU.
+the run seed, ``set_epoch``); each training sample's augmentation only on (seed, epoch,
+index) (:class:`EpochSeeded`), so neither depends on DataLoader workers or DDP processes;
+global generators (dropout) are re-seeded at every epoch start from (seed, epoch, rank); the
+checkpoint holds model, optimiser, scheduler, EMA, scaler, RNG states and the selection /
+early-stopping state, so a resumed run retraces an uninterrupted one exactly on CPU.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import os
 import pickle
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +37,7 @@ from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_path, atomic_write_json
 from benchmark.train import checkpointing as ck
 from benchmark.train import distributed
-from benchmark.train.data import (image_source, make_dataset, pos_weight, read_frame, select_rows,
+from benchmark.train.data import (EpochSeeded, image_source, make_dataset, pos_weight, read_frame, select_rows,
                                   targets_of)
 from benchmark.train.ema import ModelEma
 from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler,
@@ -197,7 +199,7 @@ class _Trainer:
         val_df = select_rows(read_frame(cfg["data"]["val_csv"], True), cfg["train_on"],
                              cfg.get("max_eval_images"), seeding.derive_seed(cfg["seed"], "subsample-val"),
                              cfg["data"]["val_csv"])
-        self.train_ds = make_dataset(train_df, self.images, cfg, train=True)
+        self.train_ds = EpochSeeded(make_dataset(train_df, self.images, cfg, train=True), cfg["seed"])
         self.val_ds = make_dataset(val_df, self.images, cfg, train=False)
         self.train_targets = np.asarray(self.train_ds.targets)
         full_targets = targets_of(train_df, False)  # 17-class labels (label graphs need them)
@@ -234,7 +236,7 @@ class _Trainer:
         self.scheduler, self.sched_when = build_scheduler(self.optimizer, cfg.get("schedule"), cfg["epochs"],
                                                           self.steps_per_epoch, self.lr)
         amp_dtype = AMP_DTYPES.get(str(cfg.get("amp_dtype", "float16")).lower(), torch.float16)
-        use_scaler = bool(cfg.get("amp")) and amp_dtype == torch.float16 and self.device.type == "cuda"
+        use_scaler = bool(cfg.get("amp")) and amp_dtype == torch.float16  # fp16 needs loss scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         net: nn.Module = model
         if ctx.distributed:
@@ -287,6 +289,7 @@ class _Trainer:
         cfg, ctx = self.cfg, self.ctx
         seeding.seed_step(cfg["seed"], "epoch", epoch, ctx.rank)
         self.sampler.set_epoch(epoch)
+        self.train_ds.set_epoch(epoch)
         gen = torch.Generator().manual_seed(seeding.derive_seed(cfg["seed"], "loader", epoch, ctx.rank))
         loader = DataLoader(self.train_ds, batch_size=self.per_rank_batch, sampler=self.sampler,
                             num_workers=int(cfg.get("workers", 0)), drop_last=self.drop_last,
@@ -316,7 +319,9 @@ class _Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.sched_when == PER_ITERATION:
-                self.scheduler.step()
+                with warnings.catch_warnings():  # a step skipped by the fp16 scaler is expected
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model)
             n = x.shape[0]
@@ -512,8 +517,11 @@ def predict_splits(cfg: dict, model, images, device, ctx, out_dir: Path) -> dict
 
 
 # ----------------------------------------------------------------------------- scikit-learn
-def sklearn_inputs(df, images, cfg: dict) -> tuple[np.ndarray, list[str]]:
-    """(N, H, W, 3) uint8 images at the run's resolution and their filenames."""
+SK_CHUNK = 2048
+
+
+def _sk_chunks(df, images, cfg: dict, chunk: int = SK_CHUNK):
+    """Yield ((n, H, W, 3) uint8 images at the run's resolution, filenames) in order."""
     from benchmark.data.dataset import SewerMLDataset
     from benchmark.data.transforms import build_transform
 
@@ -521,14 +529,38 @@ def sklearn_inputs(df, images, cfg: dict) -> tuple[np.ndarray, list[str]]:
     ds = SewerMLDataset(df, images, None)
     need_resize = getattr(images, "image_size", None) != (size, size)
     tf = build_transform("none", size, False) if need_resize else None
-    arrs = []
-    for i in range(len(ds)):
-        img = ds.load(i)
-        if tf is not None:
-            img = (tf(img).permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-        arrs.append(img)
-    x = np.stack(arrs) if arrs else np.zeros((0, size, size, 3), np.uint8)
-    return x, list(ds.filenames)
+    for lo in range(0, len(ds), chunk):
+        arrs = []
+        for i in range(lo, min(len(ds), lo + chunk)):
+            img = ds.load(i)
+            if tf is not None:
+                img = (tf(img).permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+            arrs.append(img)
+        yield np.stack(arrs), ds.filenames[lo:lo + chunk]
+
+
+def sklearn_inputs(df, images, cfg: dict, model=None) -> tuple[np.ndarray, list[str]]:
+    """Model inputs of a frame and their filenames: the model's features computed chunk by
+    chunk when it has ``features`` (GIST: 512 floats per image instead of the image), else
+    the (N, H, W, 3) uint8 images."""
+    xs, names = [], []
+    use_features = model is not None and hasattr(model, "features") and hasattr(model, "fit_features")
+    for x, n in _sk_chunks(df, images, cfg):
+        xs.append(model.features(x) if use_features else x)
+        names += list(n)
+    if not xs:
+        size = int(cfg["image_size"])
+        return np.zeros((0, size, size, 3), np.uint8), []
+    return np.concatenate(xs), names
+
+
+def sklearn_predict(model, df, images, cfg: dict) -> tuple[list[str], np.ndarray]:
+    x, names = sklearn_inputs(df, images, cfg, model)
+    if hasattr(model, "predict_proba_features") and hasattr(model, "features"):
+        probs = model.predict_proba_features(x)
+    else:
+        probs = model.predict_proba(x)
+    return names, np.asarray(probs, dtype=np.float64).reshape(len(names), -1)
 
 
 def _train_sklearn(cfg: dict, out_dir: Path) -> dict:
@@ -543,19 +575,21 @@ def _train_sklearn(cfg: dict, out_dir: Path) -> dict:
     val_df = select_rows(read_frame(cfg["data"]["val_csv"], True), cfg["train_on"],
                          cfg.get("max_eval_images"), seeding.derive_seed(cfg["seed"], "subsample-val"),
                          cfg["data"]["val_csv"])
-    x, _ = sklearn_inputs(train_df, images, cfg)
-    y = targets_of(train_df, cfg["binary"])
-    y = y[:, 0] if cfg["binary"] else y
-    model = build_model({**cfg, "model": {**(cfg.get("model") or {}), **_sk_extra(cfg)}})
+    model = build_model({**cfg, "model": {**(cfg.get("model") or {}), **(cfg.get("sklearn") or {})}})
     t_fit = time.perf_counter()
-    model.fit(x, y.astype(np.int64))
+    x, _ = sklearn_inputs(train_df, images, cfg, model)
+    y = targets_of(train_df, cfg["binary"])
+    y = (y[:, 0] if cfg["binary"] else y).astype(np.int64)
+    if hasattr(model, "fit_features") and hasattr(model, "features"):
+        model.fit_features(x, y)
+    else:
+        model.fit(x, y)
     fit_s = time.perf_counter() - t_fit
     with atomic_path(out_dir / "model.pkl") as tmp:
         with open(tmp, "wb") as fh:
             pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
-    xv, _ = sklearn_inputs(val_df, images, cfg)
-    pv = np.asarray(model.predict_proba(xv), dtype=np.float64).reshape(len(xv), -1)
+    _, pv = sklearn_predict(model, val_df, images, cfg)
     yv = targets_of(val_df, cfg["binary"])
     metrics = {f"val_{k}": v for k, v in eval_metrics(pv, yv, cfg["binary"]).items()}
     row = {"epoch": 1, "train_seconds": fit_s, "images_per_s": len(x) / max(fit_s, 1e-9), **metrics}
@@ -564,9 +598,7 @@ def _train_sklearn(cfg: dict, out_dir: Path) -> dict:
     tracker.close()
     written = {}
     for name, csv in eval_sets(cfg).items():
-        df = read_frame(csv, require_labels=False)
-        xs, names = sklearn_inputs(df, images, cfg)
-        probs = np.asarray(model.predict_proba(xs), dtype=np.float64).reshape(len(names), -1)
+        names, probs = sklearn_predict(model, read_frame(csv, require_labels=False), images, cfg)
         write_scores(out_dir / f"scores_{name}.csv", names, probs, cfg["binary"])
         written[name] = f"scores_{name}.csv"
     summary = {
@@ -574,15 +606,11 @@ def _train_sklearn(cfg: dict, out_dir: Path) -> dict:
         "split": cfg.get("split"), "target": cfg["target"], "train_on": cfg["train_on"], "seed": cfg["seed"],
         "best_epoch": 1, "selected_model": "plain", "selection_metric": cfg["selection"],
         "selection_score": metrics.get(metric_key(cfg["selection"])),
+        "epochs_run": 1, "stop_reason": "fitted",
         "wall_seconds": time.perf_counter() - t0, "train_seconds": fit_s,
         "train_images_per_s": len(x) / max(fit_s, 1e-9), "device": describe_device(torch.device("cpu")),
-        "world_size": 1, "params": None, "train_images": int(len(x)), "val_images": int(len(xv)),
+        "world_size": 1, "params": None, "train_images": int(len(x)), "val_images": int(len(pv)),
         "final": row, "scores": written,
     }
     atomic_write_json(out_dir / "train_summary.json", _jsonable(summary))
     return summary
-
-
-def _sk_extra(cfg: dict) -> dict:
-    extra = dict(cfg.get("sklearn") or {})
-    return extra

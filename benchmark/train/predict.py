@@ -216,10 +216,9 @@ def predict_run(out_dir: str | Path, split_csv: str | Path, out_csv: str | Path 
     df = read_frame(split_csv, require_labels=False)
     images = image_source(cfg)
     if cfg.get("kind") == "sklearn":
-        from benchmark.train.engine import sklearn_inputs
+        from benchmark.train.engine import sklearn_predict
 
-        x, names = sklearn_inputs(df, images, cfg)
-        probs = np.asarray(model.predict_proba(x), dtype=np.float64).reshape(len(names), -1)
+        names, probs = sklearn_predict(model, df, images, cfg)
     else:
         ds = make_dataset(df, images, cfg, train=False)
         res = infer(model, ds, cfg, dev, batch_size=batch_size or cfg.get("eval_batch_size") or cfg["batch_size"])
