@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 repro: install
-	$(VENV)/bin/dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
-	$(VENV)/bin/sewerbench check
+	PATH="$(abspath $(VENV))/bin:$$PATH" sewerbench check
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -172,31 +172,39 @@ def plot_cooccurrence(targets: np.ndarray, scores: np.ndarray, out: str | Path,
 
 def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: str | Path,
                          title: str = "Training curves", dpi: int = 110) -> Path | None:
-    """Loss and validation metrics per epoch for each run (``history.csv`` columns)."""
+    """One panel per run: losses (left axis) and validation mAP / F2-CIW (right axis) per epoch."""
+    histories = {k: v for k, v in histories.items() if not v.empty}
     if not histories:
         return None
-    panels: dict[str, list[tuple[str, pd.Series, pd.Series]]] = {"loss": [], "metric": []}
-    for run, h in histories.items():
-        if h.empty:
-            continue
-        x = h["epoch"] if "epoch" in h.columns else pd.Series(np.arange(len(h)))
-        for col in h.columns:
-            if col == "epoch" or not pd.api.types.is_numeric_dtype(h[col]):
-                continue
-            low = col.lower()
-            if "loss" in low:
-                panels["loss"].append((f"{run}: {col}", x, h[col]))
-            elif any(t in low for t in ("map", "f2", "f1")):
-                panels["metric"].append((f"{run}: {col}", x, h[col]))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
-    for ax, (name, series) in zip(axes, panels.items()):
-        for label, x, y in series:
-            ax.plot(x, y, marker=".", lw=1, label=label)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        if series:
-            ax.legend(fontsize=5, ncol=2)
-    fig.suptitle(title)
+    n = len(histories)
+    ncol = min(4, n)
+    nrow = int(math.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.7 * nrow), squeeze=False)
+    loss_cols = ("train_loss", "val_loss")
+    metric_cols = ("val_mAP", "val_F2_CIW", "ema_val_mAP")
+    for i, (run, h) in enumerate(histories.items()):
+        ax = axes[i // ncol][i % ncol]
+        x = h["epoch"] if "epoch" in h.columns else pd.Series(np.arange(1, len(h) + 1))
+        for j, col in enumerate(c for c in loss_cols if c in h.columns):
+            ax.plot(x, h[col], marker=".", lw=1, color=("tab:blue", "tab:orange")[j], label=col)
+        ax.set_ylabel("loss", fontsize=7)
+        ax2 = ax.twinx()
+        for j, col in enumerate(c for c in metric_cols if c in h.columns):
+            ax2.plot(x, 100 * h[col], marker=".", lw=1, ls="--",
+                     color=("tab:green", "tab:red", "tab:olive")[j], label=col)
+        ax2.set_ylabel("%", fontsize=7)
+        ax.set_title(run, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(labelsize=6)
+        ax2.tick_params(labelsize=6)
+        if i == 0:
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=6, loc="best")
+    for i in range(n, nrow * ncol):
+        axes[i // ncol][i % ncol].axis("off")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out, dpi)
 

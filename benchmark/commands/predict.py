@@ -4,8 +4,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from benchmark.errors import SewerbenchError
 
 NAME = "predict"
@@ -37,6 +35,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from benchmark.predict import list_images, predict_images, reference_eval_transform, write_scores
     from methods.checkpoint import build_from_checkpoint
 

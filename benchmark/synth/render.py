@@ -118,6 +118,7 @@ class Scene:
         t = np.minimum(t, Z_MAX / self.f)
         phi = np.arctan2(self.oy - t * self.dv, self.ox + t * self.du)
         self.deform_amount = np.zeros_like(t)
+        self.de_e = deform["e"] if deform is not None else 1.0
         if deform is not None:  # local dent of the cross-section (DE), centred on a joint
             js = self.joints_between(deform["z"] - self.seg_len, deform["z"] + self.seg_len)
             deform["z"] = float(js[np.argmin(np.abs(js - deform["z"]))]) if len(js) else deform["z"]
@@ -143,7 +144,6 @@ class Scene:
         self.dist = self.t_hit * self.norm
 
         self.albedo = self._base_albedo()
-        self.front: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ------------------------------------------------------------------ geometry helpers
     def project(self, x, y, z):
@@ -378,7 +378,7 @@ def _pf(scene, rng, easy):
 def _de(scene, rng, easy):
     # geometry was already warped at scene construction; draw nothing extra except shading
     amount = np.abs(scene.deform_amount)
-    e = scene._de_e
+    e = scene.de_e
     alpha = np.clip((amount - 0.5 * e) / (0.2 * e + 1e-9), 0, 1) * scene.wall
     col = scene.albedo * (1 + 2.5 * scene.deform_amount)[..., None]
     return alpha, col, "albedo"
@@ -589,7 +589,7 @@ def _fo(scene, rng, easy):
     base = [np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.35, 0.2]), np.array([0.7, 0.2, 0.15]),
             np.array([0.25, 0.3, 0.55])][rng.integers(4)] * rng.uniform(0.7, 1.3)
     shade = (1.1 - 0.5 * np.clip(r, 0, 1.2)) * scene.light_at(zo) * 1.5
-    col = base[None, None, :] * (0.6 + 0.4 * c + 0 * shade[..., None]) * shade[..., None]
+    col = base[None, None, :] * (0.6 + 0.4 * c) * shade[..., None]
     return inside.astype(np.float64), col, "front"
 
 
@@ -625,7 +625,6 @@ def render(labels: np.ndarray, water_level: float, rng: np.random.Generator, wid
                   "e": rng.uniform(0.06, 0.22) * (1 - 0.4 * difficulty * rng.random()),
                   "phi": rng.uniform(0.15, np.pi - 0.15)}
     scene = Scene(rng, width, height, water_level, difficulty, deform)
-    scene._de_e = deform["e"] if deform else 1.0
     masks = np.zeros((NUM_CLASSES, height, width), bool)
 
     for code in _SURFACE_ORDER:
@@ -671,7 +670,7 @@ def _evidence(scene: Scene, rng, code: str):
     fn = _FUNCS[code]
     for attempt in range(6):
         saved = scene.albedo
-        alpha, col, _stage = fn(scene, rng, attempt >= 2)
+        alpha, col, _stage = fn(scene, rng, attempt >= 2)  # stage is implied by the order lists
         if (alpha > MASK_THRESHOLD).any():
             return np.asarray(alpha, np.float64), col
         scene.albedo = saved
