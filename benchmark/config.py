@@ -1,7 +1,10 @@
 """Resolve one training run's configuration from ``params.yaml``.
 
 Merge order (later wins): engine defaults <- recipe <- profile <- the profile's
-``methods: {<method>: {...}}`` entry <- run entry <- ``--set``.
+``recipes: {<recipe>: {...}}`` entry <- the profile's ``methods: {<method>: {...}}`` entry
+<- run entry <- ``--set``. The profile's ``recipes:`` entries adapt a reference recipe to the
+profile (e.g. the smoke profile trains tiny randomly initialised models for a few epochs, so it
+raises the learning rate and shortens the EMA horizon; the paper profile keeps the references).
 Profile values that are ``null`` mean "keep the recipe's value" (so the paper profile
 can leave epochs and batch size to each reference recipe). The recipe is the run's
 ``recipe:`` key, else the recipe named like the method, else the method's family.
@@ -261,7 +264,9 @@ def resolve_run(params: Mapping, run_name: str, overrides: Mapping | None = None
     cfg["reference_epochs"] = int(recipe.get("epochs", cfg["epochs"]))
     cfg["seed"] = int(params.get("seed", 0))
     per_method = profile.pop("methods", None) or {}
+    per_recipe = profile.pop("recipes", None) or {}
     cfg = deep_merge(cfg, profile, skip_none=True)
+    cfg = deep_merge(cfg, per_recipe.get(recipe_name) or {}, skip_none=True)
     cfg = deep_merge(cfg, per_method.get(method) or {}, skip_none=True)
     cfg["data"] = deep_merge(_data_config(params, profile_name, profiles), cfg.get("data"))
     cfg = deep_merge(cfg, {k: v for k, v in run.items() if k not in _RUN_RESERVED})

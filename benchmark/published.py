@@ -78,8 +78,6 @@ class SewerMLRow:
     reason: str | None = None
 
 
-_NOT_IN_MATRIX = "not re-run by default: add a stage-2 run and a combos: entry in params.yaml"
-
 TABLE4: tuple[SewerMLRow, ...] = (
     SewerMLRow("Xie2019", 48.57, 91.08, 48.34, 90.62, run="xie2019_full"),
     SewerMLRow("Chen2018", 42.03, 3.96, 41.74, 3.59, run="chen2018_full"),
@@ -94,21 +92,14 @@ TABLE4: tuple[SewerMLRow, ...] = (
 
 #: Table 5: Xie2019 binary stage 1 + the named stage-2 model ("replace" combination).
 TABLE5: tuple[SewerMLRow, ...] = (
-    SewerMLRow("Chen2018", 48.67, 91.06, 48.19, 90.60, run="twostage_chen2018_full",
-               reason=_NOT_IN_MATRIX),
-    SewerMLRow("Hassan2019", 18.08, 91.08, 17.89, 90.62, run="twostage_hassan2019_full",
-               reason=_NOT_IN_MATRIX),
-    SewerMLRow("Myrans2018", 27.87, 91.08, 27.83, 90.62, run="twostage_myrans2018_full",
-               reason=_NOT_IN_MATRIX),
-    SewerMLRow("ResNet-101", 54.45, 91.28, 54.01, 90.88, run="twostage_resnet101_full",
-               reason=_NOT_IN_MATRIX),
-    SewerMLRow("KSSNet", 55.37, 91.30, 55.09, 90.95, run="twostage_kssnet_full",
-               reason=_NOT_IN_MATRIX),
-    SewerMLRow("TResNet-M", 54.58, 91.33, 54.32, 90.93, run="twostage_tresnet_m_full",
-               reason=_NOT_IN_MATRIX),
+    SewerMLRow("Chen2018", 48.67, 91.06, 48.19, 90.60, run="twostage_chen2018_full"),
+    SewerMLRow("Hassan2019", 18.08, 91.08, 17.89, 90.62, run="twostage_hassan2019_full"),
+    SewerMLRow("Myrans2018", 27.87, 91.08, 27.83, 90.62, run="twostage_myrans2018_full"),
+    SewerMLRow("ResNet-101", 54.45, 91.28, 54.01, 90.88, run="twostage_resnet101_full"),
+    SewerMLRow("KSSNet", 55.37, 91.30, 55.09, 90.95, run="twostage_kssnet_full"),
+    SewerMLRow("TResNet-M", 54.58, 91.33, 54.32, 90.93, run="twostage_tresnet_m_full"),
     SewerMLRow("TResNet-L (Benchmark)", 55.36, 91.32, 55.11, 90.94, run="benchmark_full"),
-    SewerMLRow("TResNet-XL", 54.97, 91.37, 54.51, 90.95, run="twostage_tresnet_xl_full",
-               reason=_NOT_IN_MATRIX),
+    SewerMLRow("TResNet-XL", 54.97, 91.37, 54.51, 90.95, run="twostage_tresnet_xl_full"),
 )
 
 #: The Benchmark's classic metrics on val (Sewer-ML paper), keyed like metrics.json "Main".

@@ -87,8 +87,10 @@ def apply_dotted(cfg: dict, values: Mapping[str, Any]) -> dict:
 
 def objective_value(summary: Mapping[str, Any], metric: str) -> float:
     """The objective from a ``train_run`` summary (tolerant of a few layouts)."""
+    if summary.get("selection_metric") == metric and isinstance(summary.get("selection_score"), (int, float)):
+        return float(summary["selection_score"])
     for path in ((f"best_{metric}",), ("best", metric), ("best_metrics", metric), (metric,),
-                 ("val", metric), ("final", metric)):
+                 ("val", metric), ("final", f"val_{metric}"), ("final", metric)):
         node: Any = summary
         for p in path:
             node = node.get(p) if isinstance(node, Mapping) else None

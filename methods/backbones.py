@@ -70,12 +70,22 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+#: Backbone normalisation: ``frozen`` (the references: FrozenBatchNorm2d holding the ImageNet
+#: statistics) or ``batch`` (trainable BatchNorm2d, for training a randomly initialised backbone
+#: from scratch, e.g. the tiny models of the CPU smoke profile, where frozen identity statistics
+#: leave the residual stream unnormalised and the model does not learn).
+BACKBONE_NORMS = ("frozen", "batch")
+
+
 class ResNetBody(nn.Module):
     """torchvision-layout ResNet trunk (conv1 .. layer4), no pooling head; returns layer4."""
 
-    def __init__(self, stem_width: int, widths: Sequence[int], blocks: Sequence[int]):
+    def __init__(self, stem_width: int, widths: Sequence[int], blocks: Sequence[int],
+                 norm: str = "frozen"):
         super().__init__()
-        norm = FrozenBatchNorm2d
+        if norm not in BACKBONE_NORMS:
+            raise ValueError(f"backbone norm must be one of {BACKBONE_NORMS}, not {norm!r}")
+        norm = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
         self.conv1 = nn.Conv2d(3, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm(stem_width)
         self.relu = nn.ReLU(inplace=True)
@@ -111,17 +121,19 @@ class ResNetBody(nn.Module):
 class ResNetBackbone(nn.Module):
     """Holds the trunk as ``body`` (reference key prefix ``backbone.0.body.*``)."""
 
-    def __init__(self, size: str = "reference", pretrained: bool | str | os.PathLike = False):
+    def __init__(self, size: str = "reference", pretrained: bool | str | os.PathLike = False,
+                 norm: str = "frozen", freeze_stem: bool = True):
         super().__init__()
         if size not in _CONFIGS:
             raise ValueError(f"unknown backbone size {size!r}; expected one of {sorted(_CONFIGS)}")
-        self.body = ResNetBody(*_CONFIGS[size])
+        self.body = ResNetBody(*_CONFIGS[size], norm=norm)
         self.num_channels = self.body.num_channels
         if pretrained and size != "reference":
             log.warning("no pretrained weights for the %r backbone: random init", size)
         elif pretrained:
             load_resnet101_weights(self.body, pretrained)
-        freeze_stem_and_layer1(self.body)
+        if freeze_stem:
+            freeze_stem_and_layer1(self.body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -34,15 +34,19 @@ from methods.transformer import MASK_TILINGS, MAQ2LTransformer
 def build_maq2l(size: str = "reference", num_classes: int = 17,
                 pretrained: bool | str | os.PathLike = False, mask_attention: bool = True,
                 label_correlation: bool = True, mask_tiling: str = "reference",
-                image_size: int | None = None, dropout: float = 0.1, **overrides) -> Query2LabelModel:
+                image_size: int | None = None, dropout: float = 0.1,
+                backbone_norm: str = "frozen", freeze_stem: bool = True, **overrides) -> Query2LabelModel:
     """Build MA-Q2L (or one of its ablation cells). ``overrides`` may set hidden_dim, nheads,
     dim_feedforward, enc_layers, dec_layers; ``pretrained``: False | True | path of ResNet-101
     weights (see methods.backbones); ``image_size`` sizes the stored ``pe`` buffer (any multiple
-    of 32 runs)."""
+    of 32 runs). ``backbone_norm`` (frozen | batch) and ``freeze_stem`` keep the reference
+    (FrozenBatchNorm, stem + layer1 frozen) by default; ``batch``/False train a randomly
+    initialised backbone from scratch (the smoke profile)."""
     cfg = _config(size, overrides)
     image_size = image_size or cfg["image_size"]
     _check_image_size(image_size)
-    backbone = ResNetBackbone(size, pretrained=pretrained)
+    backbone = ResNetBackbone(size, pretrained=pretrained, norm=backbone_norm,
+                              freeze_stem=freeze_stem)
     transformer = MAQ2LTransformer(cfg["hidden_dim"], cfg["nheads"], cfg["enc_layers"], cfg["dec_layers"],
                                    cfg["dim_feedforward"], dropout, num_classes=num_classes,
                                    mask_attention=mask_attention, label_correlation=label_correlation,

@@ -111,15 +111,19 @@ def _check_image_size(image_size: int) -> None:
 
 def build_q2l(size: str = "reference", num_classes: int = 17,
               pretrained: bool | str | os.PathLike = False, image_size: int | None = None,
-              dropout: float = 0.1, decoder_self_attn: bool = False, **overrides) -> Query2LabelModel:
+              dropout: float = 0.1, decoder_self_attn: bool = False,
+              backbone_norm: str = "frozen", freeze_stem: bool = True, **overrides) -> Query2LabelModel:
     """Build Query2Label. ``overrides`` may set hidden_dim, nheads, dim_feedforward,
     enc_layers, dec_layers. ``pretrained``: False | True | path of ResNet-101 weights (see
     methods.backbones). ``image_size`` only sizes the stored ``pe`` buffer; any multiple
-    of 32 works at run time."""
+    of 32 works at run time. ``backbone_norm`` (frozen | batch) and ``freeze_stem`` keep the
+    reference (FrozenBatchNorm, stem + layer1 frozen) by default; ``batch``/False train a
+    randomly initialised backbone from scratch (the smoke profile)."""
     cfg = _config(size, overrides)
     image_size = image_size or cfg["image_size"]
     _check_image_size(image_size)
-    backbone = ResNetBackbone(size, pretrained=pretrained)
+    backbone = ResNetBackbone(size, pretrained=pretrained, norm=backbone_norm,
+                              freeze_stem=freeze_stem)
     transformer = Q2LTransformer(cfg["hidden_dim"], cfg["nheads"], cfg["enc_layers"], cfg["dec_layers"],
                                  cfg["dim_feedforward"], dropout, decoder_self_attn=decoder_self_attn)
     model = Query2LabelModel(backbone, transformer, num_classes, image_size)

@@ -91,6 +91,9 @@ def test_runs_cover_the_matrix():
     known = set(runs) | set(matrix.combos(PARAMS))
     assert published.table3_runs() <= known
     assert {r.run for r in published.TABLE4} <= known
+    assert {r.run for r in published.TABLE5} <= known
+    for name, c in matrix.combos(PARAMS).items():
+        assert c["stage1"] == "xie2019_binary_full" and runs[c["stage2"]]["train_on"] == "defect_only", name
     ref = PARAMS["tables"]["ablation_reference"]
     assert ref == {"full": "maq2l_full", "sub_0.0625": "maq2l_sub"}
 

@@ -147,7 +147,7 @@ def test_sewerml_tables_and_classic_metrics():
     assert r.loc["Xie2019", "val_f2_ours"] == pytest.approx(100 * metrics["xie2019_full"]["val"]["New"]["F2"])
     assert pd.isna(r.loc["KSSNet", "val_f2_ours"])
     num5, _ = tables.sewerml_table(published.TABLE5, {})
-    assert "not re-run by default" in num5.set_index("model").loc["KSSNet", "note"]
+    assert num5.set_index("model").loc["KSSNet", "note"] == "run `twostage_kssnet_full` has no metrics yet"
     m = _metrics(1)
     c, _ = tables.benchmark_classic_table(m, None)
     cr = c.set_index("metric")

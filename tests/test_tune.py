@@ -98,6 +98,11 @@ def test_space_lookup_and_helpers():
     assert tune.epoch_metric({"val_F2_CIW": 0.2, "ema_val_F2_CIW": 0.3}, "F2_CIW") == 0.3
     assert tune.epoch_metric({"val_loss": 1.0}, "F2_CIW") is None
     assert tune.objective_value({"final": {"F2_CIW": 0.4}}, "F2_CIW") == 0.4
+    assert tune.objective_value({"final": {"val_mAP": 0.3}}, "mAP") == 0.3
+    assert tune.objective_value({"selection_metric": "F2_CIW", "selection_score": 0.7,
+                                 "final": {"val_F2_CIW": 0.1}}, "F2_CIW") == 0.7
+    with pytest.raises(SewerbenchError, match="no 'mAP'"):
+        tune.objective_value({"final": {}}, "mAP")
 
 
 def test_tiny_real_run(tmp_path):

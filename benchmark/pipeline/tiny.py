@@ -17,8 +17,14 @@ def tiny_train_metrics(seed: int = 0) -> dict[str, float]:
     from benchmark.train import train_run
     from benchmark.train.testing import make_tiny_dataset, tiny_params
 
+    import logging
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    quiet = [logging.getLogger(n) for n in ("benchmark.train", "benchmark.data")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory(prefix="sewerbench-check-") as tmp:
             root = make_tiny_dataset(Path(tmp) / "data", seed=seed)
@@ -27,6 +33,8 @@ def tiny_train_metrics(seed: int = 0) -> dict[str, float]:
             summary = train_run(cfg, Path(tmp) / "run")
     finally:
         torch.set_num_threads(threads)
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
     final = summary.get("final", {})
     out = {k: float(final[k]) for k in ("train_loss", "val_loss", "val_mAP", "val_F2_CIW",
                                         "val_F1_Normal", "ema_val_mAP") if k in final}
