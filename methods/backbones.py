@@ -146,13 +146,17 @@ def freeze_stem_and_layer1(body: nn.Module) -> None:
             p.requires_grad_(False)
 
 
-def clean_state_dict(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
-    """Strip DDP's ``module.`` and torch.compile's ``_orig_mod.`` key prefixes."""
+def clean_state_dict(state_dict: dict, prefixes: tuple[str, ...] = ("module.", "_orig_mod.")
+                     ) -> "OrderedDict[str, torch.Tensor]":
+    """Strip wrapper key prefixes (default: DDP's ``module.`` and torch.compile's ``_orig_mod.``)."""
     out = OrderedDict()
     for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in prefixes:
+                if k.startswith(prefix):
+                    k, stripped = k[len(prefix):], True
         out[k] = v
     return out
 

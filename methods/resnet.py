@@ -72,13 +72,9 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SewerbenchError(f"{path}: {what}: not a state dict of tensors")
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "model."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
+    from methods.backbones import clean_state_dict
+
+    return dict(clean_state_dict(state, prefixes=("module.", "model.")))
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str, what: str,

@@ -174,3 +174,26 @@ def test_mask_tiling_batch_one_equal_batch_many_differ():
         set_mask_tiling(model, "nope")
     with pytest.raises(ValueError):
         build_maq2l(size="tiny", mask_tiling="nope")
+
+
+def test_backbone_norm_and_stem_freezing_options():
+    import torch.nn as nn
+
+    from methods.backbones import FrozenBatchNorm2d
+    from methods.maq2l import build_maq2l
+    from methods.q2l import build_q2l
+
+    for build in (build_maq2l, build_q2l):
+        ref = build(size="tiny")
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in ref.modules())
+        assert any(isinstance(m, FrozenBatchNorm2d) for m in ref.modules())
+        frozen = {n for n, p in ref.named_parameters() if not p.requires_grad}
+        assert frozen and all(n.startswith("backbone.0.body.") and ".layer2" not in n
+                              and ".layer3" not in n and ".layer4" not in n for n in frozen)
+        scratch = build(size="tiny", backbone_norm="batch", freeze_stem=False)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in scratch.modules())
+        assert all(p.requires_grad for p in scratch.parameters())
+        # same parameter tensors otherwise (BatchNorm adds affine weights the frozen BN holds as buffers)
+        assert set(dict(ref.named_parameters())) < set(dict(scratch.named_parameters()))
+    with pytest.raises(ValueError, match="backbone norm"):
+        build_maq2l(size="tiny", backbone_norm="group")

@@ -227,6 +227,16 @@ def test_cli_train_and_errors(tiny, tmp_path, capsys):
     cfg = json.loads((tmp_path / "cli/config.json").read_text())
     assert cfg["epochs"] == 1 and cfg["optimizer"]["lr"] == 1e-3
     assert (tmp_path / "cli/scores_test.csv").is_file()
+    # `sewerbench predict --run` re-scores a split with the run's selected model
+    out_csv = tmp_path / "again.csv"
+    assert main(["predict", "--run", str(tmp_path / "cli"), "--csv", cfg["data"]["test_csv"],
+                 "--out", str(out_csv)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out_csv), pd.read_csv(tmp_path / "cli/scores_test.csv"))
+    assert main(["predict", "--run", str(tmp_path / "cli"), "--out", str(out_csv)]) == 2
+    assert "--run needs --csv" in capsys.readouterr().err
+    assert main(["predict", "--run", str(tmp_path), "--csv", cfg["data"]["test_csv"],
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
     assert main(["train", "--run", "nope", "--params", p]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sewerbench: error:") and "no run named 'nope'" in err and err.count("\n") == 1

@@ -7,18 +7,23 @@ from pathlib import Path
 from benchmark.errors import SewerbenchError
 
 NAME = "predict"
-HELP = ("class probabilities of a folder of images from an MA-Q2L or Query2Label checkpoint "
-        "(the authors' released files or ours), with the reference eval preprocessing; "
-        "writes a scores CSV (Filename + 17 classes)")
+HELP = ("scores CSV (Filename + 17 class probabilities) of a folder of images from an MA-Q2L or "
+        "Query2Label checkpoint (the authors' released files or ours, reference eval "
+        "preprocessing), or of one of our trained runs on a split CSV (--run DIR --csv SPLIT.csv)")
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--method", required=True, choices=["maq2l", "q2l"], help="model family")
-    p.add_argument("--checkpoint", required=True, metavar="FILE",
+    p.add_argument("--run", metavar="DIR",
+                   help="a finished `sewerbench train` run folder: predict with its selected model on "
+                        "--csv (any method, incl. binary stage-1 runs: Filename,Defect)")
+    p.add_argument("--csv", metavar="SPLIT.csv",
+                   help="with --run: split CSV to score (official header, or Filename only)")
+    p.add_argument("--method", choices=["maq2l", "q2l"], help="model family (checkpoint mode)")
+    p.add_argument("--checkpoint", metavar="FILE",
                    help="torch.save dict with 'state_dict' (keys may start with 'module.') or a state_dict")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (searched recursively)")
+    p.add_argument("--images", metavar="DIR", help="folder of images (searched recursively)")
     p.add_argument("--image-size", type=int, default=448, metavar="N",
                    help="resize to N x N (a multiple of 32; default 448)")
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
@@ -34,9 +39,30 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="scores CSV to write")
 
 
+def _run_mode(args) -> int:
+    from benchmark.train.predict import predict_run
+
+    if not args.csv:
+        raise SewerbenchError("--run needs --csv SPLIT.csv (the images to score)")
+    if not (Path(args.run) / "config.json").is_file():
+        raise SewerbenchError(f"{args.run}: not a finished run folder (no config.json)")
+    if not Path(args.csv).is_file():
+        raise SewerbenchError(f"{args.csv}: no such file")
+    if Path(args.out).is_dir():
+        raise SewerbenchError(f"{args.out}: --out is a directory, expected a file path")
+    names, _ = predict_run(args.run, args.csv, args.out, device=args.device)
+    log.info("wrote %d rows to %s", len(names), args.out)
+    return 0
+
+
 def run(args) -> int:
     import torch
 
+    if args.run:
+        return _run_mode(args)
+    missing = [f"--{k}" for k in ("method", "checkpoint", "images") if not getattr(args, k)]
+    if missing:
+        raise SewerbenchError(f"checkpoint mode needs {', '.join(missing)} (or use --run DIR --csv SPLIT.csv)")
     from benchmark.predict import list_images, predict_images, reference_eval_transform, write_scores
     from methods.checkpoint import build_from_checkpoint
 

@@ -44,10 +44,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def clean_state_dict(state: dict) -> dict:
     """Strip ``module.`` / ``_orig_mod.`` prefixes left by DDP or torch.compile."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
+    from methods.backbones import clean_state_dict as strip
+
+    return dict(strip(state))
