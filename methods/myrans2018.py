@@ -124,6 +124,9 @@ class MyransClassifier:
             max_features=self.max_features, min_samples_leaf=1, random_state=self.seed,
             n_jobs=self.n_jobs, class_weight=official_class_weights(y, self.binary))
         self.forest_.fit(X, y)
+        # sklearn's parallel predict_proba adds the trees' probabilities in thread completion
+        # order, so the last bits vary run to run: predict sequentially for identical scores
+        self.forest_.set_params(n_jobs=1)
         self.num_outputs_ = 1 if y.ndim == 1 else y.shape[1]
         return self
 

@@ -44,6 +44,20 @@ def select_rows(df: pd.DataFrame, train_on: str, max_images: int | None, seed: i
     return df
 
 
+def train_val_frames(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's training and validation rows (``train_on`` filter and seeded caps applied)."""
+    from benchmark.seed import derive_seed
+
+    data = cfg["data"]
+    train_df = select_rows(read_frame(data["train_csv"], True), cfg["train_on"],
+                           cfg.get("max_train_images"), derive_seed(cfg["seed"], "subsample"),
+                           data["train_csv"])
+    val_df = select_rows(read_frame(data["val_csv"], True), cfg["train_on"],
+                         cfg.get("max_eval_images"), derive_seed(cfg["seed"], "subsample-val"),
+                         data["val_csv"])
+    return train_df, val_df
+
+
 def targets_of(df: pd.DataFrame, binary: bool) -> np.ndarray:
     """(N, 17) float32 labels, or (N, 1) Defect labels for binary runs (-1 counts as 0)."""
     from benchmark.data.annotations import label_matrix

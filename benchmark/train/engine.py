@@ -37,8 +37,8 @@ from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_path, atomic_write_json
 from benchmark.train import checkpointing as ck
 from benchmark.train import distributed
-from benchmark.train.data import (EpochSeeded, image_source, make_dataset, pos_weight, read_frame, select_rows,
-                                  targets_of)
+from benchmark.train.data import (EpochSeeded, image_source, make_dataset, pos_weight, read_frame, targets_of,
+                                  train_val_frames)
 from benchmark.train.ema import ModelEma
 from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler,
                                    current_lr, effective_lr)
@@ -193,12 +193,7 @@ class _Trainer:
                                   f"{ctx.world_size} processes")
         # ---- data
         self.images = image_source(cfg, ctx)
-        where = cfg["data"]["train_csv"]
-        train_df = select_rows(read_frame(where, True), cfg["train_on"], cfg.get("max_train_images"),
-                               seeding.derive_seed(cfg["seed"], "subsample"), where)
-        val_df = select_rows(read_frame(cfg["data"]["val_csv"], True), cfg["train_on"],
-                             cfg.get("max_eval_images"), seeding.derive_seed(cfg["seed"], "subsample-val"),
-                             cfg["data"]["val_csv"])
+        train_df, val_df = train_val_frames(cfg)
         self.train_ds = EpochSeeded(make_dataset(train_df, self.images, cfg, train=True), cfg["seed"])
         self.val_ds = make_dataset(val_df, self.images, cfg, train=False)
         self.train_targets = np.asarray(self.train_ds.targets)
@@ -569,12 +564,7 @@ def _train_sklearn(cfg: dict, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "config.json", cfg)
     images = image_source(cfg)
-    where = cfg["data"]["train_csv"]
-    train_df = select_rows(read_frame(where, True), cfg["train_on"], cfg.get("max_train_images"),
-                           seeding.derive_seed(cfg["seed"], "subsample"), where)
-    val_df = select_rows(read_frame(cfg["data"]["val_csv"], True), cfg["train_on"],
-                         cfg.get("max_eval_images"), seeding.derive_seed(cfg["seed"], "subsample-val"),
-                         cfg["data"]["val_csv"])
+    train_df, val_df = train_val_frames(cfg)
     model = build_model({**cfg, "model": {**(cfg.get("model") or {}), **(cfg.get("sklearn") or {})}})
     t_fit = time.perf_counter()
     x, _ = sklearn_inputs(train_df, images, cfg, model)
