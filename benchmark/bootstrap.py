@@ -17,10 +17,12 @@ from typing import Iterator
 
 import numpy as np
 
+from benchmark import artifacts as A
 from benchmark import metrics as M
 from benchmark.classes import CIW
 
-HEADLINE = ("F2_CIW", "F1_Normal")
+#: The metrics with CIs and paired comparisons (their names in every artefact).
+HEADLINE = A.CI_METRICS
 _CHUNK_ELEMENTS = 8_000_000  # indices per chunk (~32 MB int32)
 
 
@@ -79,7 +81,7 @@ def _resampled_counts(blocks: list[np.ndarray], n_resamples: int, seed: int) -> 
 
 def _headline(ng, np_, nc, weights) -> dict[str, np.ndarray]:
     m = M.metrics_from_counts(ng, np_, nc, weights)
-    return {"F2_CIW": m["F2_CIW"], "F1_Normal": m["F1_Normal"]}
+    return {A.F2_CIW: m["F2_CIW"], A.F1_NORMAL: m["F1_Normal"]}
 
 
 def bootstrap_distribution(scores, targets, n: int = 1000, seed: int = 0,
@@ -107,11 +109,12 @@ def bootstrap_ci(scores, targets, n: int = 1000, seed: int = 0, confidence: floa
 
 def paired_bootstrap(scores_a, scores_b, targets, n: int = 1000, seed: int = 0,
                      confidence: float = 0.95, threshold: float = M.THRESHOLD,
-                     weights=CIW) -> dict:
+                     weights=CIW) -> A.PairedComparison:
     """Paired bootstrap of two score arrays on the same images (rows aligned).
 
     Returns ``{"n_resamples", "seed", "confidence", "metrics": {name: {"a", "b", "delta",
-    "ci": [lo, hi], "p_value"}}}`` for F2_CIW and F1_Normal; delta = b - a (0-1 scale).
+    "ci": [lo, hi], "p_value"}}}`` (:class:`benchmark.artifacts.PairedComparison`) for
+    F2_CIW and F1_Normal; delta = b - a (0-1 scale).
     """
     if n < 1:
         raise ValueError("number of bootstrap resamples must be >= 1")
@@ -126,15 +129,14 @@ def paired_bootstrap(scores_a, scores_b, targets, n: int = 1000, seed: int = 0,
     db = _headline(ng, npb, ncb, weights)
     point_a = M.evaluate(sa, targets, threshold, weights)
     point_b = M.evaluate(sb, targets, threshold, weights)
-    out: dict = {"n_resamples": int(n), "seed": int(seed), "confidence": float(confidence),
-                 "metrics": {}}
+    entries: dict[str, A.PairedMetric] = {}
     for name in HEADLINE:
-        a = point_a["New"]["F2" if name == "F2_CIW" else "F1_Normal"]
-        b = point_b["New"]["F2" if name == "F2_CIW" else "F1_Normal"]
+        a = point_a[A.NEW][A.POINT_KEY[name]]
+        b = point_b[A.NEW][A.POINT_KEY[name]]
         delta = db[name] - da[name]
         lo, hi = _interval(delta, confidence)
         le = int(np.sum(delta <= 0))
         ge = int(np.sum(delta >= 0))
         p = min(1.0, 2.0 * min(le + 1, ge + 1) / (n + 1))
-        out["metrics"][name] = {"a": a, "b": b, "delta": b - a, "ci": [lo, hi], "p_value": p}
-    return out
+        entries[name] = A.paired_metric(a, b, b - a, [lo, hi], p)
+    return A.paired_comparison(int(n), int(seed), float(confidence), entries)

@@ -17,6 +17,7 @@ tolerance (absolute) each may differ by. Cases:
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from benchmark import artifacts as A
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS, NORMAL
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_to_csv, atomic_write_json
@@ -67,15 +69,16 @@ def _aligned(scores_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def flatten_metrics(m: dict) -> dict[str, float]:
     """The official metrics JSON as flat ``name -> value`` (per-class entries ``F2_class.RB``)."""
-    out = {"F2_CIW": m["New"]["F2"], "F1_Normal": m["New"]["F1_Normal"]}
-    out.update({k: float(v) for k, v in m["Main"].items()})
+    new, aux = m[A.NEW], m[A.AUXILLARY]
+    out = {A.F2_CIW: new[A.F2], A.F1_NORMAL: new[A.F1_NORMAL]}
+    out.update({k: float(v) for k, v in m[A.MAIN].items()})
     codes18 = list(CLASS_CODES) + [NORMAL]
     for i, c in enumerate(codes18):
-        out[f"F2_class.{c}"] = m["New"]["F2_class"][i]
+        out[f"{A.F2_CLASS}.{c}"] = new[A.F2_CLASS][i]
         for key in ("P_class", "R_class", "F1_class", "Np", "Nc", "Ng"):
-            out[f"{key}.{c}"] = m["Auxillary"][key][i]
+            out[f"{key}.{c}"] = aux[key][i]
     for i, c in enumerate(CLASS_CODES):
-        out[f"AP.{c}"] = m["Auxillary"]["AP"][i]
+        out[f"AP.{c}"] = aux["AP"][i]
     return {k: float(v) for k, v in out.items()}
 
 
@@ -99,7 +102,7 @@ def case_paired(ref_dir: Path) -> dict[str, float]:
     sb, _ = _aligned(ref_dir / "scores_b.csv", ref_dir / "gt.csv")
     res = bootstrap.paired_bootstrap(sa, sb, t, n=200, seed=0)
     out = {}
-    for name, r in res["metrics"].items():
+    for name, r in res[A.PAIRED_METRICS].items():
         out[f"{name}.delta"] = float(r["delta"])
         out[f"{name}.ci_lo"], out[f"{name}.ci_hi"] = (float(x) for x in r["ci"])
         out[f"{name}.p_value"] = float(r["p_value"])
@@ -108,7 +111,7 @@ def case_paired(ref_dir: Path) -> dict[str, float]:
 
 def case_combine(ref_dir: Path) -> dict[str, float]:
     from benchmark import metrics
-    from benchmark.pipeline.combine import combine_frames
+    from benchmark.combine import combine_frames
     st1 = pd.read_csv(ref_dir / "stage1.csv")
     st2 = pd.read_csv(ref_dir / "scores_b.csv")
     comb = combine_frames(st1, st2, mode="replace")
@@ -121,7 +124,7 @@ def case_combine(ref_dir: Path) -> dict[str, float]:
 
 
 def case_train_tiny(ref_dir: Path) -> dict[str, float]:
-    from benchmark.pipeline.tiny import tiny_train_metrics
+    from benchmark.selfcheck import tiny_train_metrics
     return tiny_train_metrics()
 
 
@@ -154,27 +157,93 @@ def _close(expected: Any, got: Any, tol: float) -> bool:
     return abs(e - g) <= tol
 
 
+def _number_or_null(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def validate_reference(ref: Any, path: Path) -> dict:
+    """Refuse a reference of the wrong shape with one line naming the file and the key:
+    ``{"cases": {case: {"expected": {metric: number|null}, "tolerance": number >= 0,
+    "tolerances": {metric: number >= 0}}}}`` with known case names."""
+    if not isinstance(ref, dict):
+        raise SewerbenchError(f"{path}: top level must be an object with 'cases'")
+    cases = ref.get("cases")
+    if not isinstance(cases, dict):
+        raise SewerbenchError(f"{path}: 'cases' must be an object of case name -> specification")
+    for case, spec in cases.items():
+        if case not in CASES:
+            hint = difflib.get_close_matches(str(case), list(CASES), n=1)
+            raise SewerbenchError(f"{path}: cases: unknown case {case!r}"
+                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}")
+        if not isinstance(spec, dict):
+            raise SewerbenchError(f"{path}: cases.{case}: must be an object")
+        expected = spec.get("expected")
+        if not isinstance(expected, dict):
+            raise SewerbenchError(f"{path}: cases.{case}.expected: must be an object of metric -> value")
+        for metric, value in expected.items():
+            if not _number_or_null(value):
+                raise SewerbenchError(f"{path}: cases.{case}.expected.{metric}: expected a number or "
+                                      f"null, got {value!r}")
+        if "tolerance" in spec:
+            tol = spec["tolerance"]
+            if not _number_or_null(tol) or tol is None or not tol >= 0:
+                raise SewerbenchError(f"{path}: cases.{case}.tolerance: expected a number >= 0, got {tol!r}")
+        tols = spec.get("tolerances", {})
+        if not isinstance(tols, dict):
+            raise SewerbenchError(f"{path}: cases.{case}.tolerances: must be an object of metric -> number")
+        for metric, tol in tols.items():
+            if not _number_or_null(tol) or tol is None or not tol >= 0:
+                raise SewerbenchError(f"{path}: cases.{case}.tolerances.{metric}: expected a number >= 0, "
+                                      f"got {tol!r}")
+    return ref
+
+
 def load_reference(ref_dir: str | Path) -> dict:
     path = Path(ref_dir) / REFERENCE_FILE
+    if Path(ref_dir).exists() and not Path(ref_dir).is_dir():
+        raise SewerbenchError(f"{ref_dir}: --reference-dir is a file, expected a folder")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        ref = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SewerbenchError(f"{path}: reference file missing (run `sewerbench check --update`)") from None
+    except IsADirectoryError:
+        raise SewerbenchError(f"{path}: is a folder, expected the reference JSON file") from None
+    except UnicodeDecodeError:
+        raise SewerbenchError(f"{path}: not UTF-8 text (corrupt reference file)") from None
     except json.JSONDecodeError as exc:
         raise SewerbenchError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise SewerbenchError(f"{path}: cannot read ({exc.strerror})") from None
+    return validate_reference(ref, path)
+
+
+def check_case_names(cases: list[str] | None, available: list[str] | None = None,
+                     where: str = "--case") -> None:
+    """Refuse unknown case names (did-you-mean), and known ones the reference does not hold."""
+    for case in cases or []:
+        if case not in CASES:
+            hint = difflib.get_close_matches(case, list(CASES), n=1)
+            raise SewerbenchError(f"{where}: unknown case {case!r}"
+                                  f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; cases: "
+                                  f"{', '.join(CASES)}")
+        if available is not None and case not in available:
+            raise SewerbenchError(f"{where}: case {case!r} is not in the reference file (run "
+                                  f"`sewerbench check --update --case {case}` to add it)")
 
 
 def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None) -> tuple[list[Miss], int]:
-    """Recompute every case in the reference; return (misses, number of metrics compared)."""
+    """Recompute every case in the reference; return (misses, number of metrics compared).
+
+    Unknown ``cases`` (or ones the reference lacks) raise; so does comparing nothing at all
+    (an empty reference), so a check can never pass vacuously."""
     ref_dir = Path(ref_dir)
     ref = load_reference(ref_dir)
+    check_case_names(cases, list(ref["cases"]))
     misses: list[Miss] = []
     n = 0
     for case, spec in ref.get("cases", {}).items():
         if cases and case not in cases:
             continue
-        if case not in CASES:
-            raise SewerbenchError(f"{ref_dir / REFERENCE_FILE}: cases: unknown case {case!r}")
         tol_default = float(spec.get("tolerance", DEFAULT_TOLERANCE.get(case, 1e-9)))
         tols = spec.get("tolerances", {})
         try:
@@ -190,12 +259,16 @@ def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None
             g = got.get(metric)
             if not _close(expected, g, tol):
                 misses.append(Miss(case, metric, expected, g, tol))
+    if n == 0:
+        raise SewerbenchError(f"{ref_dir / REFERENCE_FILE}: no metric compared (the selected cases "
+                              "hold no expected values); a check that compares nothing cannot pass")
     return misses, n
 
 
 def compute_reference(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None) -> dict:
     """Recompute every case (for ``--update``): ``{"cases": {case: {"tolerance", "expected"}}}``."""
     ref_dir = Path(ref_dir)
+    check_case_names(cases)
     old = {}
     if (ref_dir / REFERENCE_FILE).is_file():
         old = load_reference(ref_dir).get("cases", {})

@@ -51,6 +51,10 @@ CSV_COLUMNS: tuple[str, ...] = ("Filename", "WaterLevel", "VA", *CLASS_CODES, "N
 #: Header of a scores CSV (predictions) and of the public test CSV's first column.
 SCORE_COLUMNS: tuple[str, ...] = ("Filename", *CLASS_CODES)
 
+#: The decision threshold of every Sewer-ML metric and of the two-stage combination: a class is
+#: predicted present when its score is ``>= THRESHOLD`` (official Sewer-ML code).
+THRESHOLD: float = 0.5
+
 #: Classes the MA-Q2L / Q2L optimised ASL up-weights by 2 ("bottleneck" classes).
 BOTTLENECK_CLASSES: tuple[str, ...] = ("RB", "IS", "FO", "OS")
 

@@ -27,9 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.classes import CIW, CLASS_CODES, NUM_CLASSES
-
-THRESHOLD = 0.5
+from benchmark.classes import CIW, CLASS_CODES, NUM_CLASSES, THRESHOLD
 
 __all__ = [
     "THRESHOLD", "prepare", "class_counts", "fix_np", "precision_recall", "f_beta",

@@ -11,7 +11,6 @@ PNG atomically; :func:`make_all` gathers the inputs from the pipeline's folders.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -25,12 +24,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from benchmark.classes import CLASS_CODES, NORMAL  # noqa: E402
+from benchmark import artifacts as A  # noqa: E402
+from benchmark.classes import CLASS_CODES, NORMAL, THRESHOLD  # noqa: E402
+from benchmark.data.layout import FULL_SPLIT, PreparedLayout  # noqa: E402
 from benchmark.io import atomic_path, atomic_to_csv, atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SPLIT_FRACTION = {"full": 1.0, "sub_0.0625": 0.0625}
+SPLIT_FRACTION = {FULL_SPLIT: 1.0, "sub_0.0625": 0.0625}
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
@@ -69,7 +70,7 @@ def plot_per_class_f2(metrics: Mapping[str, Mapping[str, Any]], out: str | Path,
     rows = []
     codes = list(CLASS_CODES) + [NORMAL]
     for label, m in metrics.items():
-        f2 = m["New"]["F2_class"]
+        f2 = m[A.NEW][A.F2_CLASS]
         for i, c in enumerate(codes):
             v = f2[i]
             rows.append({"method": label, "class": c,
@@ -150,7 +151,7 @@ def cooccurrence(labels: np.ndarray) -> np.ndarray:
 
 
 def plot_cooccurrence(targets: np.ndarray, scores: np.ndarray, out: str | Path,
-                      title: str = "Label co-occurrence P(column | row)", threshold: float = 0.5,
+                      title: str = "Label co-occurrence P(column | row)", threshold: float = THRESHOLD,
                       dpi: int = 110) -> Path:
     """Ground-truth vs predicted (score >= threshold) conditional co-occurrence heatmaps."""
     gt = cooccurrence(targets)
@@ -293,7 +294,7 @@ def cam_localisation(run_dirs: Mapping[str, Path], val_df: pd.DataFrame, image_r
     from benchmark.cam import extract_maps, localisation, random_baseline
     from benchmark.data.images import ImageIndex
     from benchmark.data.transforms import build_transform
-    from benchmark.train.predict import load_run
+    from benchmark.train.inference import load_run
 
     rng = np.random.default_rng(seed)
     y = val_df[list(CLASS_CODES)].to_numpy(np.int64)
@@ -314,7 +315,7 @@ def cam_localisation(run_dirs: Mapping[str, Path], val_df: pd.DataFrame, image_r
     for run, rd in run_dirs.items():
         cfg, model, dev = load_run(rd, device="cpu")
         model.float()
-        tf = build_transform(cfg.get("transform", "imagenet"), int(cfg["image_size"]), train=False)
+        tf = build_transform(cfg.transform, cfg.image_size, train=False)
         for s in range(0, len(raw), batch_size):
             x = torch.stack([tf(im) for im in raw[s:s + batch_size]]).float()
             with torch.no_grad():
@@ -347,39 +348,39 @@ def cam_localisation(run_dirs: Mapping[str, Path], val_df: pd.DataFrame, image_r
 def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str | Path,
              prepared: str | Path, out_dir: str | Path) -> list[Path]:
     """Every plot the pipeline produces; missing inputs skip a plot with a warning."""
-    from benchmark.pipeline.matrix import combos as combo_specs
-    from benchmark.pipeline.matrix import data_kind
+    from benchmark.matrix import data_kind
+    from benchmark.matrix import runs as run_specs
     from benchmark.tables import ci_block, load_metrics
 
     pcfg = dict(params.get("plots") or {})
     dpi = int(pcfg.get("dpi", 110))
     seed = int(params.get("seed", 0))
     out = Path(out_dir)
-    runs_dir, prepared = Path(runs_dir), Path(prepared)
-    kind = data_kind(prepared, params)
+    runs_dir = Path(runs_dir)
+    layout = PreparedLayout.from_dir(prepared)
+    kind = data_kind(layout, params)
     tag = f" [{'SYNTHETIC data' if kind == 'synthetic' else kind}, profile {params.get('profile', 'smoke')}]"
     metrics = load_metrics(metrics_dir)
-    runs = {k: dict(v or {}) for k, v in (params.get("runs") or {}).items()}
-    specs = {**runs, **{k: {"method": k, "split": "full"} for k in combo_specs(params)}}
+    runs = run_specs(params)
     written: list[Path] = []
 
     # per-class F2 grouped by method
-    f2_runs = [r for r in pcfg.get("f2_runs", []) if "val" in metrics.get(r, {})]
+    f2_runs = [r for r in pcfg.get("f2_runs", []) if A.EVAL_VAL in metrics.get(r, {})]
     if f2_runs:
-        written.append(plot_per_class_f2({r: metrics[r]["val"] for r in f2_runs},
+        written.append(plot_per_class_f2({r: metrics[r][A.EVAL_VAL] for r in f2_runs},
                                          out / "per_class_f2.png", "Per-class F2, full val" + tag, dpi))
     # F2-CIW vs training fraction
     pts = []
     for run, spec in runs.items():
-        m = metrics.get(run, {}).get("val")
+        m = metrics.get(run, {}).get(A.EVAL_VAL)
         if not m or spec.get("target") == "binary":
             continue
         try:
-            fr = split_fraction(str(spec.get("split", "full")))
+            fr = split_fraction(str(spec.get("split", FULL_SPLIT)))
         except ValueError:
             continue
-        ci = ci_block(m).get("F2_CIW") or [None, None]
-        pts.append({"method": cell_label(spec), "run": run, "fraction": fr, "F2": 100 * m["New"]["F2"],
+        ci = ci_block(m).get(A.F2_CIW) or [None, None]
+        pts.append({"method": cell_label(spec), "run": run, "fraction": fr, "F2": 100 * m[A.NEW][A.F2],
                     "lo": None if ci[0] is None else 100 * ci[0],
                     "hi": None if ci[1] is None else 100 * ci[1]})
     if pts:
@@ -390,11 +391,11 @@ def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str |
             written.append(plot_f2_vs_fraction(df, out / "f2_vs_fraction.png",
                                                "F2-CIW (full val) vs training fraction" + tag, dpi))
     # PR curves and co-occurrence
-    gt_val = prepared / "full" / "val.csv"
+    gt_val = layout.val_csv(layout.full_split)
     for key, fn, name in (("pr_run", plot_pr_curves, "pr_curves"),
                           ("cooccurrence_run", plot_cooccurrence, "cooccurrence")):
         run = pcfg.get(key)
-        f = runs_dir / str(run) / "scores_val.csv"
+        f = runs_dir / str(run) / A.scores_file(A.EVAL_VAL)
         if not run or not f.is_file() or not gt_val.is_file():
             log.warning("plots: %s: no scores for run %s", name, run)
             continue
@@ -410,9 +411,9 @@ def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str |
     # training curves
     hist = {}
     for run in runs:
-        f = Path(metrics_dir) / run / "history.csv"   # copied there by the evaluate stage
+        f = Path(metrics_dir) / run / A.HISTORY_FILE   # copied there by the evaluate stage
         if not f.is_file():
-            f = runs_dir / run / "history.csv"
+            f = runs_dir / run / A.HISTORY_FILE
         if f.is_file():
             try:
                 hist[run] = pd.read_csv(f)
@@ -427,31 +428,23 @@ def make_all(params: Mapping[str, Any], metrics_dir: str | Path, runs_dir: str |
             if p:
                 written.append(p)
     # CAM overlays + localisation
-    cam_runs = [r for r in pcfg.get("cam_runs", []) if (runs_dir / r / "config.json").is_file()]
+    cam_runs = [r for r in pcfg.get("cam_runs", []) if (runs_dir / r / A.CONFIG_FILE).is_file()]
     if cam_runs and gt_val.is_file():
-        written += _cam_outputs(cam_runs, runs_dir, prepared, out, pcfg, seed, dpi, tag)
+        written += _cam_outputs(cam_runs, runs_dir, layout, out, pcfg, seed, dpi, tag)
     elif pcfg.get("cam_runs"):
         log.warning("plots: CAM: no trained run among %s", pcfg.get("cam_runs"))
     return written
 
 
-def _image_root(prepared: Path) -> Path | None:
-    f = prepared / "splits.json"
-    if f.is_file():
-        info = json.loads(f.read_text())
-        root = info.get("image_root") or info.get("source")
-        return Path(root) if root else None
-    return None
-
-
-def _cam_outputs(cam_runs, runs_dir: Path, prepared: Path, out: Path, pcfg, seed, dpi, tag) -> list[Path]:
+def _cam_outputs(cam_runs, runs_dir: Path, layout: PreparedLayout, out: Path, pcfg, seed, dpi, tag
+                 ) -> list[Path]:
     from benchmark.scores import read_ground_truth_csv
 
-    root = _image_root(prepared)
+    root = Path(layout.image_root) if layout.image_root else None
     if root is None or not root.is_dir():
         log.warning("plots: CAM: image root unknown or missing (%s)", root)
         return []
-    val = read_ground_truth_csv(prepared / "full" / "val.csv")
+    val = read_ground_truth_csv(layout.val_csv(layout.full_split))
     mask_dir = root / "masks"
     maps, scores, _pick, ov = cam_localisation(
         {r: runs_dir / r for r in cam_runs}, val, root, mask_dir if mask_dir.is_dir() else None,

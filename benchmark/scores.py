@@ -232,3 +232,17 @@ def write_scores_csv(path: str | os.PathLike, filenames, probs) -> None:
     df.insert(0, "Filename", filenames)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def write_scores(path: str | os.PathLike, filenames, probs, binary: bool = False) -> None:
+    """The one scores writer: Filename + 17 class probabilities (:func:`write_scores_csv`),
+    or ``Filename,Defect`` for a binary stage-1 run; atomic."""
+    if not binary:
+        write_scores_csv(path, filenames, probs)
+        return
+    from benchmark.io import atomic_to_csv
+
+    filenames = list(filenames)
+    probs = np.asarray(probs, dtype=np.float64)
+    df = pd.DataFrame({"Filename": filenames, "Defect": probs.reshape(len(filenames), -1)[:, 0]})
+    atomic_to_csv(df, path)

@@ -64,22 +64,40 @@ def worker_init_fn(worker_id: int) -> None:
 
 
 def rng_state() -> dict:
-    """The state of every global generator (for checkpoints)."""
+    """The state of every global generator (for checkpoints), as tensors and plain data only
+    (python ints/tuples, lists, a torch ByteTensor), so a checkpoint holding it loads with
+    ``torch.load(weights_only=True)``. :func:`set_rng_state` restores it exactly."""
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(),
+             "numpy": {"bit_generator": str(kind), "key": [int(k) for k in key], "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _python_state(s) -> tuple:
+    """``random.setstate`` needs (version, tuple of ints, gauss); lists are accepted too."""
+    version, internal, gauss = s
+    return (int(version), tuple(int(x) for x in internal), gauss)
+
+
+def _numpy_state(s) -> tuple:
+    if isinstance(s, dict):  # format 2: plain data
+        return (s["bit_generator"], np.asarray(s["key"], dtype=np.uint32), int(s["pos"]),
+                int(s["has_gauss"]), float(s["cached_gaussian"]))
+    return s  # the legacy tuple with a numpy array (checkpoints written before format 2)
+
+
 def set_rng_state(state: dict) -> None:
-    """Restore generators saved by :func:`rng_state`."""
+    """Restore generators saved by :func:`rng_state` (either checkpoint format)."""
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_python_state(state["python"]))
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         try:

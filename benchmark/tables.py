@@ -4,14 +4,16 @@ Every builder works on plain inputs (metric dicts in the official JSON layout, C
 paired-bootstrap dicts) and returns a pandas DataFrame; :func:`write_table` writes it as
 CSV, Markdown and LaTeX (atomically), with a header that states data and profile.
 
-Layout of the evaluation results consumed here (written by ``benchmark.pipeline.evaluate``):
+Layout of the evaluation results consumed here (written by :func:`benchmark.evaluation.evaluate_run`):
 ``<metrics_dir>/<run>/<split>.json`` holds the official metrics JSON, optionally with the
-``"Bootstrap"`` block of ``sewerbench evaluate --bootstrap`` (``{"F2_CIW": [lo, hi], "F1_Normal": [lo, hi], ...}``).
+``"Bootstrap"`` block of ``sewerbench evaluate --bootstrap`` (``{"F2_CIW": [lo, hi], "F1_Normal": [lo, hi], ...}``);
+the schemas are those of :mod:`benchmark.artifacts`.
 ``split`` is ``val`` (full val set), ``val_sub`` (the 1/16 val set) or ``test``.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,11 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark import artifacts as A
 from benchmark import published
 from benchmark.classes import CIW, CLASS_CODES, CLASS_NAMES, NORMAL
+from benchmark.data.layout import FULL_SPLIT, PreparedLayout
 from benchmark.io import atomic_to_csv, atomic_write_text
+from benchmark.matrix import ablation_cells, ablation_pairs, ablation_reference
 
-SPLITS = ("val", "val_sub", "test")
+log = logging.getLogger(__name__)
+
+SPLITS = A.EVAL_SETS
 
 Metrics = Mapping[str, Mapping[str, Mapping[str, Any]]]   # run -> split -> metrics JSON
 
@@ -37,27 +44,25 @@ def load_metrics(metrics_dir: str | Path) -> dict[str, dict[str, dict]]:
         return out
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for split in SPLITS:
-            f = run_dir / f"{split}.json"
+            f = run_dir / A.metrics_file(split)
             if f.is_file():
                 out.setdefault(run_dir.name, {})[split] = json.loads(f.read_text())
     return out
 
 
 def ci_block(m: Mapping[str, Any] | None) -> dict:
-    """The bootstrap block of an evaluate JSON ("Bootstrap", or "CI" in older files), or {}."""
-    if not m:
-        return {}
-    return dict(m.get("Bootstrap") or m.get("CI") or {})
+    """The bootstrap block of a metrics JSON (:data:`benchmark.artifacts.BOOTSTRAP`), or {}."""
+    return A.bootstrap_of(m)
 
 
 def headline(m: Mapping[str, Any] | None) -> dict[str, float]:
     """F1-Normal, F2-CIW and mAP (in %) of one metrics JSON, plus CI bounds if present."""
     if not m:
         return {}
-    out = {"F1": 100 * m["New"]["F1_Normal"], "F2": 100 * m["New"]["F2"],
-           "mAP": 100 * m["Main"]["mAP"]}
+    out = {"F1": 100 * m[A.NEW][A.F1_NORMAL], "F2": 100 * m[A.NEW][A.F2],
+           "mAP": 100 * m[A.MAIN][A.MAP]}
     boot = ci_block(m)
-    for key, name in (("F1_Normal", "F1"), ("F2_CIW", "F2")):
+    for key, name in ((A.F1_NORMAL, "F1"), (A.F2_CIW, "F2")):
         if key in boot and boot[key] is not None:
             lo, hi = boot[key]
             out[f"{name}_lo"], out[f"{name}_hi"] = 100 * lo, 100 * hi
@@ -199,7 +204,7 @@ def table3(metrics: Metrics, rows: Sequence[published.Table3Row] = published.TAB
 # ----------------------------------------------------------------------------- per class
 def per_class_table(m: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """17 classes + Normal: CIW, P, R, F1, F2, AP (in %) and Ng/Np/Nc from one metrics JSON."""
-    aux, new = m["Auxillary"], m["New"]
+    aux, new = m[A.AUXILLARY], m[A.NEW]
     codes = list(CLASS_CODES) + [NORMAL]
     num = []
     for i, code in enumerate(codes):
@@ -222,57 +227,55 @@ def per_class_table(m: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     })
     summary = pd.DataFrame([{
         "Class": "F2-CIW / F1-Normal / mAP", "Name": "", "CIW": "",
-        "P": "", "R": "", "F1": fmt(100 * new["F1_Normal"]), "F2": fmt(100 * new["F2"]),
-        "AP": fmt(100 * m["Main"]["mAP"]), "Ng": ""}])
+        "P": "", "R": "", "F1": fmt(100 * new[A.F1_NORMAL]), "F2": fmt(100 * new[A.F2]),
+        "AP": fmt(100 * m[A.MAIN][A.MAP]), "Ng": ""}])
     return df, pd.concat([disp, summary], ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- ablation
-def ablation_cells(runs: Mapping[str, Mapping[str, Any]], method: str = "maq2l"
-                   ) -> list[dict[str, Any]]:
-    """The MA x LC cells among ``runs`` (params.yaml ``runs:``), ordered by split then cell."""
-    cells = []
-    for name, spec in runs.items():
-        if spec.get("method") != method:
+# ablation_cells (the MA x LC cells of params.yaml runs:) lives in benchmark.matrix.
+def paired_against_reference(params: Mapping[str, Any], runs_dir: str | Path,
+                             prepared: str | Path | PreparedLayout, n: int, seed: int
+                             ) -> tuple[dict[str, A.PairedComparison], dict[str, str]]:
+    """Paired bootstrap (full val set) of every ablation cell against its reference cell
+    (:func:`benchmark.matrix.ablation_pairs`); returns ``({cell run: comparison}, reference)``.
+    A pair without both scores files is skipped with a warning."""
+    from benchmark.bootstrap import paired_bootstrap
+    from benchmark.scores import load_aligned
+
+    layout = prepared if isinstance(prepared, PreparedLayout) else PreparedLayout.from_dir(prepared)
+    runs_dir = Path(runs_dir)
+    gt = layout.val_csv(layout.full_split)
+    out: dict[str, A.PairedComparison] = {}
+    cache: dict = {}
+
+    def load(run):
+        if run not in cache:
+            f = runs_dir / run / A.scores_file(A.EVAL_VAL)
+            cache[run] = load_aligned(f, gt) if f.is_file() else None
+        return cache[run]
+
+    for ref, run in ablation_pairs(params):
+        a, b = load(ref), load(run)
+        if a is None or b is None:
+            log.warning("ablation: no scores for %s or %s, no p-value", ref, run)
             continue
-        model = spec.get("model") or {}
-        cells.append({"run": name, "split": spec.get("split", "full"),
-                      "mask_attention": bool(model.get("mask_attention", True)),
-                      "label_correlation": bool(model.get("label_correlation", True))})
-    cells.sort(key=lambda c: (c["split"] != "full", c["split"], not c["mask_attention"],
-                              not c["label_correlation"]))
-    return cells
+        out[run] = paired_bootstrap(a.scores, b.scores, a.targets, n=n, seed=seed)
+    return out, ablation_reference(params)
+
+
+def _paired_value(result: Mapping[str, Any] | None, metric: str, key: str) -> float | None:
+    """``key`` ("delta" or "p_value") of ``metric`` in a paired comparison, or None."""
+    entry = A.paired_entry(result, metric)
+    return None if entry is None else float(entry[key])
 
 
 def _p_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
-    """Dig a p-value for ``metric`` out of a paired-bootstrap result dict (tolerant of layouts)."""
-    if not result:
-        return None
-    cand = (result.get("metrics") or {}).get(metric) or result.get(metric)
-    if isinstance(cand, Mapping):
-        for k in ("p_value", "p", "pvalue"):
-            if k in cand:
-                return float(cand[k])
-    for k in ("p_value", "p_values", "pvalues"):
-        v = result.get(k)
-        if isinstance(v, Mapping) and metric in v:
-            return float(v[metric])
-    return None
+    return _paired_value(result, metric, "p_value")
 
 
 def _delta(result: Mapping[str, Any] | None, metric: str) -> float | None:
-    if not result:
-        return None
-    cand = (result.get("metrics") or {}).get(metric) or result.get(metric)
-    if isinstance(cand, Mapping):
-        for k in ("delta", "diff", "observed"):
-            if k in cand:
-                return float(cand[k])
-    for k in ("delta", "deltas"):
-        v = result.get(k)
-        if isinstance(v, Mapping) and metric in v:
-            return float(v[metric])
-    return None
+    return _paired_value(result, metric, "delta")
 
 
 def ablation_table(cells: Sequence[Mapping[str, Any]], metrics: Metrics,
@@ -298,13 +301,13 @@ def ablation_table(cells: Sequence[Mapping[str, Any]], metrics: Metrics,
                "val_f2": h.get("F2"), "val_f2_lo": h.get("F2_lo"), "val_f2_hi": h.get("F2_hi"),
                "val_f1": h.get("F1"), "val_f1_lo": h.get("F1_lo"), "val_f1_hi": h.get("F1_hi"),
                "val_map": h.get("mAP"), "val_sub_f2": hs.get("F2"), "val_sub_f1": hs.get("F1")}
-        for metric, short in (("F2_CIW", "f2"), ("F1_Normal", "f1")):
+        for metric, short in ((A.F2_CIW, "f2"), (A.F1_NORMAL, "f1")):
             d = _delta(res, metric)
             rec[f"delta_{short}"] = None if d is None else 100 * d
             rec[f"p_{short}"] = _p_value(res, metric)
         num.append(rec)
         disp.append({
-            "Training data": "1" if c["split"] == "full" else c["split"].replace("sub_", ""),
+            "Training data": "1" if c["split"] == FULL_SPLIT else c["split"].replace("sub_", ""),
             "MA": "yes" if c["mask_attention"] else "no",
             "LC": "yes" if c["label_correlation"] else "no",
             "Run": c["run"] + (" (reference)" if is_ref else ""),
@@ -357,11 +360,11 @@ def benchmark_classic_table(m_val: Mapping[str, Any] | None, m_test: Mapping[str
     """The Benchmark's classic val metrics and per-class test F2, published beside ours."""
     recs = []
     for k, pub in published.BENCHMARK_CLASSIC_VAL.items():
-        ours = None if not m_val else 100 * m_val["Main"][k]
+        ours = None if not m_val else 100 * m_val[A.MAIN][k]
         recs.append({"metric": f"val {k}", "paper": pub, "ours": ours})
     codes = list(CLASS_CODES) + [NORMAL]
     for i, code in enumerate(codes):
-        ours = None if not m_test else 100 * m_test["New"]["F2_class"][i]
+        ours = None if not m_test else 100 * m_test[A.NEW][A.F2_CLASS][i]
         recs.append({"metric": f"test F2 {code}", "paper": published.BENCHMARK_TEST_F2_CLASS[code],
                      "ours": ours})
     df = pd.DataFrame(recs)

@@ -49,7 +49,7 @@ def load_weights_only(path: str | os.PathLike) -> Any:
         raise SewerbenchError(f"{path}: checkpoint file not found")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = " ".join(str(exc).split())
         marker = "Unsupported global:"
@@ -63,9 +63,25 @@ def load_weights_only(path: str | os.PathLike) -> Any:
         what = detail[detail.find(marker) + len(marker):].split(" Check the")[0].strip()[:120] \
             if marker in detail else detail[:120]
         raise SewerbenchError(f"{path}: not a readable torch checkpoint for weights-only loading ({what})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
+            TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SewerbenchError(f"{path}: not a readable torch checkpoint ({first})") from None
+    return _verified(obj, path)
+
+
+def _verified(obj: Any, path: Path) -> Any:
+    """Our own checkpoints carry an integrity digest (benchmark.train.checkpointing): check it."""
+    from benchmark.train.checkpointing import INTEGRITY_KEY, digest
+
+    if isinstance(obj, dict) and INTEGRITY_KEY in obj:
+        obj = dict(obj)
+        block = obj.pop(INTEGRITY_KEY)
+        expected = block.get("sha256") if isinstance(block, dict) else None
+        if not isinstance(expected, str) or digest(obj) != expected:
+            raise SewerbenchError(f"{path}: corrupt checkpoint: its contents do not match the digest "
+                                  "stored at save time")
+    return obj
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -135,19 +151,33 @@ def infer_maq2l_flags(state_dict: dict[str, torch.Tensor], source: str = "checkp
             "label_correlation": any(".decoder.layers.0.multihead_attn." in k for k in state_dict)}
 
 
-def infer_architecture(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Size and dims of a Q2L-family state_dict: size, num_classes, overrides, image_size."""
+def infer_architecture(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, Any]:
+    """Size and dims of a Q2L-family state_dict: size, num_classes, overrides, image_size.
+
+    ``overrides["backbone_norm"]`` is ``"batch"`` when the backbone holds trainable BatchNorm
+    (``num_batches_tracked`` counters: our from-scratch smoke-profile runs), else ``"frozen"``
+    (the references)."""
     try:
         num_classes, hidden = state_dict["query_embed.weight"].shape
     except KeyError:
-        raise SewerbenchError("checkpoint has no 'query_embed.weight': not a Query2Label-family model") from None
+        raise SewerbenchError(f"{source}: checkpoint has no 'query_embed.weight': not a "
+                              "Query2Label-family model") from None
+    except ValueError:
+        raise SewerbenchError(f"{source}: 'query_embed.weight' is not a 2-d matrix") from None
+    ffn_key = "transformer.decoder.layers.0.linear1.weight"
+    if ffn_key not in state_dict or state_dict[ffn_key].dim() != 2:
+        raise SewerbenchError(f"{source}: checkpoint has no 2-d {ffn_key!r}: not a "
+                              "Query2Label-family model")
     size = "reference" if "backbone.0.body.layer3.22.conv1.weight" in state_dict else "tiny"
     enc = len({k.split(".")[3] for k in state_dict if k.startswith("transformer.encoder.layers.")})
     dec = len({k.split(".")[3] for k in state_dict if k.startswith("transformer.decoder.layers.")})
-    ffn = state_dict["transformer.decoder.layers.0.linear1.weight"].shape[0]
+    ffn = state_dict[ffn_key].shape[0]
+    trainable_bn = any(k.startswith("backbone.0.body.") and k.endswith(".num_batches_tracked")
+                       for k in state_dict)
     out: dict[str, Any] = {"size": size, "num_classes": int(num_classes),
                            "overrides": {"hidden_dim": int(hidden), "dim_feedforward": int(ffn),
-                                         "enc_layers": enc, "dec_layers": dec}}
+                                         "enc_layers": enc, "dec_layers": dec,
+                                         "backbone_norm": "batch" if trainable_bn else "frozen"}}
     pe = state_dict.get("backbone.1.pe")
     if pe is not None and pe.dim() == 4:
         out["image_size"] = int(pe.shape[-1]) * 32
@@ -161,7 +191,7 @@ def build_from_checkpoint(method: str, path: str | os.PathLike, mask_tiling: str
     Heads cannot be read from a state_dict: the reference value (4) is used unless given.
     """
     state = read_checkpoint(path)
-    arch = infer_architecture(state)
+    arch = infer_architecture(state, str(path))
     overrides = dict(arch["overrides"])
     if nheads is not None:
         overrides["nheads"] = nheads

@@ -26,6 +26,10 @@ class MethodSpec:
     kind: str = "torch"            # torch | sklearn
     binary: bool = False           # a defect/normal stage-1 classifier (1 output)
     defaults: dict[str, Any] = field(default_factory=dict)
+    needs_train_targets: bool = False  # the builder takes the training labels (KSSNet's label graph)
+    takes_seed: bool = False           # the builder takes the run seed (scikit-learn forests)
+    takes_image_size: bool = False     # the builder takes the input size (Q2L / MA-Q2L positional encoding)
+    feature_stage: bool = False        # scikit-learn model with a feature extractor (features / fit_features)
 
     def builder(self) -> Callable[..., Any]:
         module, func = self.target.split(":")
@@ -36,9 +40,9 @@ _SPECS = [
     # --- MA-Q2L and Query2Label (REFERENCE.md sections 3 and 4) ---
     MethodSpec("maq2l", "methods.maq2l:build_maq2l", "q2l", "imagenet", 448,
                "MA-Q2L: ResNet-101 + transformer with mask attention and label correlation",
-               defaults={"mask_attention": True, "label_correlation": True}),
+               defaults={"mask_attention": True, "label_correlation": True}, takes_image_size=True),
     MethodSpec("q2l", "methods.q2l:build_q2l", "q2l", "imagenet", 448,
-               "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder"),
+               "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder", takes_image_size=True),
     # --- ASL (REFERENCE.md section 5) ---
     MethodSpec("asl_tresnet_l", "methods.tresnet:build_tresnet_l", "asl", "none", 448,
                "ASL: TResNet-L trained with the asymmetric loss"),
@@ -48,7 +52,7 @@ _SPECS = [
     MethodSpec("resnet101", "methods.resnet:build_resnet101", "sewerml", "sewerml", 224,
                "ResNet-101 (Sewer-ML benchmark, from scratch, BCE)"),
     MethodSpec("kssnet", "methods.kssnet:build_kssnet", "sewerml", "sewerml", 224,
-               "KSSNet: ResNet-101 + GCN lateral fusion over label co-occurrence"),
+               "KSSNet: ResNet-101 + GCN lateral fusion over label co-occurrence", needs_train_targets=True),
     MethodSpec("tresnet_m", "methods.tresnet:build_tresnet_m", "sewerml", "sewerml", 224,
                "TResNet-M (Sewer-ML benchmark)"),
     MethodSpec("tresnet_l", "methods.tresnet:build_tresnet_l", "sewerml", "sewerml", 224,
@@ -68,9 +72,13 @@ _SPECS = [
                "Hassan et al. 2019: AlexNet"),
     MethodSpec("myrans2018_binary", "methods.myrans2018:build_myrans2018_binary", "sklearn",
                "none", 128, "Myrans et al. 2018: GIST + Extra Trees, binary", kind="sklearn",
-               binary=True),
+               binary=True, takes_seed=True, feature_stage=True),
     MethodSpec("myrans2018", "methods.myrans2018:build_myrans2018", "sklearn", "none", 128,
-               "Myrans et al. 2018: GIST + Extra Trees, multi-label", kind="sklearn"),
+               "Myrans et al. 2018: GIST + Extra Trees, multi-label", kind="sklearn",
+               takes_seed=True, feature_stage=True),
+    # --- the tiny CNN that `sewerbench check` trains in seconds (not a published method) ---
+    MethodSpec("tiny_cnn", "methods.tiny:build_tiny", "tiny", "imagenet", 16,
+               "Two-layer CNN of the engine self-check (`sewerbench check`); not a published method"),
 ]
 
 REGISTRY: dict[str, MethodSpec] = {s.name: s for s in _SPECS}

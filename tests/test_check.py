@@ -99,12 +99,57 @@ def test_missing_reference_is_a_clean_error(tmp_path, capsys):
     assert rc == 2 and err.startswith("sewerbench: error:") and "reference.json" in err
 
 
-def test_update_roundtrip(tmp_path):
+def test_update_roundtrip(tmp_path, capsys):
+    """`check --update` writes values computed independently here (official loop oracle,
+    tests/indep_stats.py bootstrap), keeps edited tolerances, repairs a wrong value, and the
+    written reference then fails on perturbed inputs."""
+    import indep_stats as I
+    sys.path.insert(0, str(Path(__file__).parent))
+    from official_metrics_ref import ref_results_dict
+
     check.make_inputs(tmp_path, n=60, seed=3)
-    ref = check.compute_reference(tmp_path, FAST)
-    check.write_reference(tmp_path, ref)
-    assert check.run_checks(tmp_path)[0] == []
-    assert ref["cases"]["evaluate_a"]["tolerance"] == 1e-9
+    cases = ["--case", "evaluate_a", "--case", "bootstrap_a", "--case", "paired_ab"]
+    assert main(["check", "--update", "--reference-dir", str(tmp_path), *cases]) == 0
+    ref = json.loads((tmp_path / "reference.json").read_text())["cases"]
+    assert set(ref) == {"evaluate_a", "bootstrap_a", "paired_ab"}
+    assert ref["evaluate_a"]["tolerance"] == 1e-9
+    gt = pd.read_csv(tmp_path / "gt.csv").sort_values("Filename")
+    sa = pd.read_csv(tmp_path / "scores_a.csv").sort_values("Filename")
+    sb = pd.read_csv(tmp_path / "scores_b.csv").sort_values("Filename")
+    y, a, b = (f[list(CLASS_CODES)].to_numpy() for f in (gt, sa, sb))
+    oracle = check.flatten_metrics(ref_results_dict(a, y))
+    exp = ref["evaluate_a"]["expected"]
+    assert set(exp) == set(oracle)
+    for k, v in oracle.items():
+        assert (np.isnan(exp[k]) and np.isnan(v)) or exp[k] == pytest.approx(v, abs=1e-12), k
+    reps = I.replicates(a, y, 200, 0)
+    for k in ("F2_CIW", "F1_Normal"):
+        lo, hi = np.quantile(reps[k], [0.025, 0.975])
+        assert ref["bootstrap_a"]["expected"][f"{k}.lo"] == pytest.approx(lo, abs=1e-12)
+        assert ref["bootstrap_a"]["expected"][f"{k}.hi"] == pytest.approx(hi, abs=1e-12)
+    mine = I.paired(a, b, y, 200, 0)
+    for k in ("F2_CIW", "F1_Normal"):
+        e, got = mine[k], ref["paired_ab"]["expected"]
+        assert got[f"{k}.delta"] == pytest.approx(e["delta"], abs=1e-12)
+        assert [got[f"{k}.ci_lo"], got[f"{k}.ci_hi"]] == pytest.approx(e["ci"], abs=1e-12)
+        assert got[f"{k}.p_value"] == pytest.approx(e["p_value"], abs=1e-12)
+    # an edited tolerance survives --update, a wrong expected value is repaired
+    full = json.loads((tmp_path / "reference.json").read_text())
+    full["cases"]["evaluate_a"]["tolerance"] = 1e-7
+    full["cases"]["evaluate_a"]["expected"]["mAP"] += 0.01
+    (tmp_path / "reference.json").write_text(json.dumps(full))
+    assert main(["check", "--reference-dir", str(tmp_path), *cases]) == 1
+    assert main(["check", "--update", "--reference-dir", str(tmp_path), *cases]) == 0
+    again = json.loads((tmp_path / "reference.json").read_text())["cases"]["evaluate_a"]
+    assert again["tolerance"] == 1e-7 and again["expected"]["mAP"] == pytest.approx(oracle["mAP"], abs=1e-12)
+    assert main(["check", "--reference-dir", str(tmp_path), *cases]) == 0
+    # the written reference detects a changed input
+    s2 = pd.read_csv(tmp_path / "scores_a.csv")
+    s2.loc[0, "RB"] = 1.0 - s2.loc[0, "RB"]
+    s2.to_csv(tmp_path / "scores_a.csv", index=False)
+    capsys.readouterr()
+    assert main(["check", "--reference-dir", str(tmp_path), *cases]) == 1
+    assert "evaluate_a | " in capsys.readouterr().out
 
 
 def test_tiny_training_case_is_deterministic():

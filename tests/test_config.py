@@ -40,54 +40,147 @@ def _params():
 def test_merge_order_and_profile_nulls():
     p = _params()
     c = resolve_run(p, "x_full")
-    assert (c["size"], c["epochs"], c["batch_size"], c["image_size"]) == ("tiny", 2, 8, 32)
-    assert c["amp"] is True  # profile null keeps the recipe's value
-    assert c["seed"] == 3 and c["recipe"] == "sewerml" and c["family"] == "sewerml"
-    assert c["optimizer"]["lr"] == 0.1 and c["optimizer"]["name"] == "sgd"
-    assert c["optimizer"]["momentum"] == 0.9  # engine default survives the recipe merge
-    assert c["selection"] == "val_loss" and c["selection_mode"] == "min"
-    assert c["transform"] == "sewerml" and c["num_outputs"] == 17 and not c["binary"]
+    assert (c.size, c.epochs, c.batch_size, c.image_size) == ("tiny", 2, 8, 32)
+    assert c.runtime.amp is True  # profile null keeps the recipe's value
+    assert c.seed == 3 and c.recipe == "sewerml" and c.family == "sewerml"
+    assert c.optimizer.lr == 0.1 and c.optimizer.name == "sgd"
+    assert c.optimizer.momentum == 0.9  # dataclass default survives the recipe merge
+    assert c.selection == "val_loss" and c.selection_mode == "min"
+    assert c.transform == "sewerml" and c.num_outputs == 17 and not c.binary
     paper = resolve_run({**p, "profile": "paper"}, "x_full")
-    assert (paper["epochs"], paper["batch_size"], paper["image_size"]) == (90, 256, 224)
-    assert paper["schedule"]["milestones"] == [30, 60, 80]
+    assert (paper.epochs, paper.batch_size, paper.image_size) == (90, 256, 224)
+    assert paper.schedule.milestones == (30, 60, 80)
 
 
-def test_epoch_rescaling_and_run_overrides():
+def test_epoch_rescaling_and_run_keys():
     p = _params()
     c = resolve_run(p, "x_full")
-    assert c["schedule"]["milestones"] == [1, 2]   # 30,60,80 of 90 -> of 2
+    assert c.schedule.milestones == (1, 2)   # 30,60,80 of 90 -> of 2
     c9 = resolve_run(p, "xb")                      # the run's epochs win over the profile
-    assert c9["epochs"] == 9 and c9["schedule"]["milestones"] == [3, 6, 8]
-    assert c9["binary"] and c9["num_outputs"] == 1 and c9["target"] == "binary"
+    assert c9.epochs == 9 and c9.schedule.milestones == (3, 6, 8)
+    assert c9.binary and c9.num_outputs == 1 and c9.target == "binary"
     m = resolve_run(p, "m_sub")
-    assert m["recipe"] == "maq2l"                  # recipe named like the method
-    assert m["stop_epoch"] == 1                    # 20 of 40 -> of 2 (at most epochs - 1)
-    assert m["pretrained"] is False                # the smoke profile forbids downloads
-    assert m["model"] == {"mask_attention": False}
-    assert m["image_size"] == 32 and m["transform"] == "imagenet"
+    assert m.recipe == "maq2l"                  # recipe named like the method
+    assert m.stop_epoch == 1                    # 20 of 40 -> of 2 (at most epochs - 1)
+    assert m.pretrained is False                # the smoke profile forbids downloads
+    assert dict(m.model) == {"mask_attention": False}
+    assert m.image_size == 32 and m.transform == "imagenet"
 
 
 def test_data_paths():
     c = resolve_run(_params(), "m_sub")
-    d = c["data"]
-    assert d["images"] == "IMG" and d["cache"] == "C"
-    assert d["train_csv"] == str(Path("P/sub_0.0625/train.csv"))
-    assert d["val_csv"] == str(Path("P/sub_0.0625/val.csv"))
-    assert d["full_val_csv"] == str(Path("P/full/val.csv"))
-    assert d["test_csv"] == str(Path("P/full/test.csv"))
+    d = c.data
+    assert d.images == "IMG" and d.cache == "C"
+    assert d.train_csv == str(Path("P/sub_0.0625/train.csv"))
+    assert d.val_csv == str(Path("P/sub_0.0625/val.csv"))
+    assert d.full_val_csv == str(Path("P/full/val.csv"))
+    assert d.test_csv == str(Path("P/full/test.csv"))
 
 
-def test_set_overrides_and_seed():
-    o = parse_set(["epochs=5", "optimizer.lr=1e-3", "aug.flip=0.0", "model.x=[1, 2]", "device=cpu"])
-    assert o == {"epochs": 5, "optimizer": {"lr": 1e-3}, "aug": {"flip": 0.0}, "model": {"x": [1, 2]},
+def test_set_overrides():
+    o = parse_set(["epochs=5", "optimizer.lr=1e-3", "aug.flip=0.0", "model.batchnorm=true", "device=cpu"])
+    assert o == {"epochs": 5, "optimizer": {"lr": 1e-3}, "aug": {"flip": 0.0}, "model": {"batchnorm": True},
                  "device": "cpu"}
+    o.pop("model")
     c = resolve_run(_params(), "x_full", o, seed=11)
-    assert c["epochs"] == 5 and c["optimizer"]["lr"] == 1e-3 and c["optimizer"]["name"] == "sgd"
-    assert c["seed"] == 11
-    assert resolve_run(_params(), "x_full", {"profile": "paper"})["size"] == "reference"
+    assert c.epochs == 5 and c.optimizer.lr == 1e-3 and c.optimizer.name == "sgd"
+    assert c.seed == 11 and c.runtime.device == "cpu" and c.aug.flip == 0.0
+    assert resolve_run(_params(), "x_full", {"profile": "paper"}).size == "reference"
     with pytest.raises(SewerbenchError):
         parse_set(["novalue"])
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": None}}, skip_none=True) == {"a": {"b": 1, "c": 2}}
+
+
+def test_precedence_of_every_layer():
+    """defaults <- recipe <- profile <- profile.recipes <- profile.methods <- run <- --set."""
+    p = _params()
+    p["profiles"]["smoke"]["recipes"] = {"sewerml": {"grad_clip": 1.0, "eval_batch_size": 7}}
+    p["profiles"]["smoke"]["methods"] = {"xie2019": {"grad_clip": 2.0}}
+    p["recipes"]["sewerml"]["aux_loss_weight"] = 0.3
+    assert resolve_run(p, "x_full").aux_loss_weight == 0.3           # recipe over the default 0.4
+    c = resolve_run(p, "x_full")
+    assert c.grad_clip == 2.0 and c.runtime.eval_batch_size == 7      # methods over recipes entry
+    p["runs"]["x_full"]["grad_clip"] = 3.0
+    assert resolve_run(p, "x_full").grad_clip == 3.0                   # run over profile
+    assert resolve_run(p, "x_full", {"grad_clip": 4.0}).grad_clip == 4.0   # --set over run
+    assert resolve_run(_params(), "x_full").aux_loss_weight == 0.4    # the one default
+    assert resolve_run(_params(), "x_full").ema.decay == 0.9997
+
+
+def test_derived_values_follow_set():
+    """--set epochs recomputes the milestones, --set selection the selection mode, --set target the outputs."""
+    p = _params()
+    c = resolve_run(p, "x_full", {"epochs": 9})
+    assert c.schedule.milestones == (3, 6, 8) and c.reference_epochs == 90
+    assert resolve_run(p, "x_full", {"selection": "F2_CIW"}).selection_mode == "max"
+    assert resolve_run(p, "x_full", {"target": "binary"}).num_outputs == 1
+    m = resolve_run(p, "m_sub", {"epochs": 10})
+    assert m.stop_epoch == 5                   # 20 of 40 -> of 10
+    assert resolve_run(p, "m_sub", {"profile": "paper"}).pretrained is True
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"epoch": 3}, "unknown key 'epoch' (did you mean 'epochs'?)"),
+    ({"optimizer": {"lrr": 1e-3}}, "unknown key 'optimizer.lrr' (did you mean 'lr'?)"),
+    ({"ema": {"decay_rate": 0.9}}, "unknown key 'ema.decay_rate' (did you mean 'decay'?)"),
+    ({"data": {"prepard": "x"}}, "unknown key 'data.prepard' (did you mean 'prepared'?)"),
+])
+def test_unknown_keys_rejected_with_did_you_mean(over, needle):
+    with pytest.raises(SewerbenchError) as e:
+        resolve_run(_params(), "m_sub", over)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"epochs": "three"}, "epochs: expected an integer, got 'three'"),
+    ({"optimizer": {"lr": "fast"}}, "optimizer.lr: expected a number, got 'fast'"),
+    ({"amp": "yes"}, "amp: expected true or false"),
+    ({"optimizer": {"name": "adamm"}}, "optimizer.name: expected one of 'adam', 'adamw', 'sgd'"),
+    ({"batch_size": 2.5}, "batch_size: expected an integer"),
+    ({"optimizer": "sgd"}, "optimizer: expected a mapping"),
+])
+def test_wrong_types_name_key_and_type(over, needle):
+    with pytest.raises(SewerbenchError) as e:
+        resolve_run(_params(), "x_full", over)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_unknown_keys_in_params_layers():
+    p = _params()
+    p["recipes"]["sewerml"]["lr"] = 0.1
+    with pytest.raises(SewerbenchError, match=r"recipes.sewerml: unknown key 'lr'"):
+        resolve_run(p, "x_full")
+    p = _params()
+    p["profiles"]["smoke"]["epocs"] = 1
+    with pytest.raises(SewerbenchError, match=r"profiles.smoke: unknown key 'epocs' \(did you mean 'epochs'\?\)"):
+        resolve_run(p, "x_full")
+    p = _params()
+    p["runs"]["x_full"]["spilt"] = "full"
+    with pytest.raises(SewerbenchError, match=r"runs.x_full: unknown key 'spilt' \(did you mean 'split'\?\)"):
+        resolve_run(p, "x_full")
+    p = _params()
+    p["tabels"] = {}
+    with pytest.raises(SewerbenchError, match=r"unknown key 'tabels' \(did you mean 'tables'\?\)"):
+        resolve_run(p, "x_full")
+
+
+def test_config_round_trips_and_is_frozen():
+    import dataclasses
+    import json
+
+    from benchmark.config import RunConfig
+
+    c = resolve_run(_params(), "m_sub")
+    back = RunConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back == c
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.epochs = 3
+    with pytest.raises(TypeError):
+        c.model["mask_attention"] = True
+    bad = c.to_dict()
+    bad["optimizer"]["momentun"] = 0.9
+    with pytest.raises(SewerbenchError, match="unknown key 'optimizer.momentun'"):
+        RunConfig.from_dict(bad, where="config.json")
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -124,14 +217,14 @@ def test_every_run_of_params_yaml_resolves():
     for profile in params["profiles"]:
         for name in params["runs"]:
             c = resolve_run({**params, "profile": profile}, name)
-            assert c["epochs"] >= 1 and c["batch_size"] >= 1 and c["image_size"] > 0
-            if profile == "paper" and c["kind"] == "torch":
-                assert c["size"] == "reference"
+            assert c.epochs >= 1 and c.batch_size >= 1 and c.image_size > 0
+            if profile == "paper" and c.kind == "torch":
+                assert c.size == "reference"
                 ref = {"maq2l": (40, 16, 448), "q2l": (40, 16, 448), "asl": (80, 128, 448)}
-                if c["recipe"] in ref:
-                    assert (c["epochs"], c["batch_size"], c["image_size"]) == ref[c["recipe"]]
-                if c["recipe"] == "sewerml":
-                    assert (c["epochs"], c["batch_size"]) == (90, 256)
-                    assert c["image_size"] == (299 if c["method"] == "chen2018" else 224)
+                if c.recipe in ref:
+                    assert (c.epochs, c.batch_size, c.image_size) == ref[c.recipe]
+                if c.recipe == "sewerml":
+                    assert (c.epochs, c.batch_size) == (90, 256)
+                    assert c.image_size == (299 if c.method == "chen2018" else 224)
             if profile == "smoke":
-                assert c["pretrained"] is False and c["size"] == "tiny"
+                assert c.pretrained is False and c.size == "tiny"

@@ -55,7 +55,15 @@ def test_eval_same_size_is_exact_and_pil_equals_array():
     big = np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     t2 = build_transform("imagenet", (24, 32), train=False)
     assert t2(big).shape == (3, 24, 32)
-    assert torch.allclose(t2(big), t2(Image.fromarray(big)), atol=0.1)
+    # the same pixels give the same tensor whatever the container (PIL, numpy, uint8 tensor)
+    ref = t2(big)
+    assert torch.equal(ref, t2(Image.fromarray(big)))
+    assert torch.equal(ref, t2(torch.from_numpy(big).permute(2, 0, 1).contiguous()))
+    # a uniform image resized stays uniform at the normalised pixel value
+    flat = np.full((40, 50, 3), 77, np.uint8)
+    v = (77 / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert torch.allclose(t2(flat), torch.tensor(v, dtype=torch.float32)[:, None, None].expand(3, 24, 32),
+                          atol=1e-5, rtol=0)
 
 
 def test_train_steps_per_family_and_overrides():

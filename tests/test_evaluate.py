@@ -143,18 +143,35 @@ def test_write_scores_csv_round_trip(tmp_path):
 
 
 def test_compare_command(tmp_path, capsys):
+    """`compare` = a paired bootstrap of b - a on the rows matched by Filename; its delta, CI
+    and p-value equal tests/indep_stats.py's paired bootstrap on the sorted rows."""
+    import indep_stats as I
+
     names, s, t = _make(tmp_path)
-    write_scores_csv(tmp_path / "b.csv", names[::-1], np.clip(s + 0.1, 0, 1)[::-1])
+    sb = np.clip(s + 0.1, 0, 1)
+    write_scores_csv(tmp_path / "b.csv", names[::-1], sb[::-1])
     out_json = tmp_path / "cmp.json"
     rc, out, err = _run(["compare", "--a", str(tmp_path / "scores.csv"), "--b", str(tmp_path / "b.csv"),
                          "--gt", str(tmp_path / "gt.csv"), "--out", str(out_json),
-                         "--bootstrap", "100"], capsys)
+                         "--bootstrap", "150", "--seed", "4"], capsys)
     assert rc == 0, err
     res = json.loads(out_json.read_text())
+    assert res["n_resamples"] == 150 and res["seed"] == 4
     assert set(res["metrics"]) == {"F2_CIW", "F1_Normal"}
-    for m in res["metrics"].values():
-        assert set(m) == {"a", "b", "delta", "ci", "p_value"} and 0 < m["p_value"] <= 1
-    assert "F2-CIW" in out
+    order = np.argsort(np.array(names))                # rows are matched and sorted by Filename
+    mine = I.paired(s[order], sb[order], t[order], 150, 4)
+    for name, m in res["metrics"].items():
+        e = mine[name]
+        assert set(m) == {"a", "b", "delta", "ci", "p_value"}
+        assert m["a"] == pytest.approx(e["a"], abs=1e-12) and m["b"] == pytest.approx(e["b"], abs=1e-12)
+        assert m["delta"] == pytest.approx(e["delta"], abs=1e-12)
+        assert m["ci"] == pytest.approx(e["ci"], abs=1e-12)
+        assert m["p_value"] == pytest.approx(e["p_value"], abs=1e-12)
+        label = name.replace("_", "-")
+        lo, hi = e["ci"]
+        assert (f"| {label} | {100 * e['a']:.2f} | {100 * e['b']:.2f} | {100 * e['delta']:.2f} | "
+                f"[{100 * lo:.2f}, {100 * hi:.2f}] | {e['p_value']:.4f} |") in out
+    assert mine["F2_CIW"]["delta"] != 0 and mine["F2_CIW"]["p_value"] < 1
 
 
 # ----------------------------------------------------------------------------- errors

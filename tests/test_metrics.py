@@ -168,7 +168,22 @@ def test_average_precision_hand_and_ties_follow_argsort():
     assert M.average_precision([0.1, 0.2, 0.3], [1, 1, 1]) == 1.0
     # -1 counts as 0
     assert M.average_precision([0.9, 0.8, 0.7], [-1, 0, 1]) == pytest.approx(1 / 3)
-    # ties: the rank is whatever np.argsort(scores)[::-1] gives, as in the official code
+    # ties, asymmetric: the official np.argsort(scores)[::-1] ranks tied rows in *reverse* row
+    # order (argsort keeps small tied runs in row order; the reversal flips them). Hard-coded:
+    # a stable descending sort (row order) would give 1.0, 5/6 and 3/4 instead.
+    assert M.average_precision([0.5, 0.5], [1, 0]) == 0.5                      # ranks: row 1, row 0
+    assert M.average_precision([0.5, 0.5], [0, 1]) == 1.0
+    assert M.average_precision([0.5, 0.5, 0.2], [1, 0, 1]) == pytest.approx((1 / 2 + 2 / 3) / 2)  # 7/12
+    col = M.average_precision(np.array([[0.5, 0.5], [0.5, 0.5], [0.2, 0.5]]),
+                              np.array([[1, 0], [0, 0], [1, 1]]))
+    assert col.tolist() == pytest.approx([7 / 12, 1.0])                       # per column, same rule
+    # the same through evaluate (17 columns; class RB carries the tie)
+    s17 = np.zeros((3, 17))
+    s17[:, 0] = [0.5, 0.5, 0.2]
+    t17 = np.zeros((3, 17), dtype=int)
+    t17[:, 0] = [1, 0, 1]
+    assert M.evaluate(s17, t17)["Auxillary"]["AP"][0] == pytest.approx(7 / 12)
+    # longer tie runs: whatever np.argsort(scores)[::-1] gives, as in the official code
     s = np.array([0.5, 0.5, 0.5, 0.2, 0.5])
     y = np.array([1, 0, 0, 1, 1])
     order = np.argsort(s)[::-1]

@@ -14,9 +14,9 @@ from benchmark import published
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.cli import main
 from benchmark.errors import SewerbenchError
-from benchmark.pipeline import matrix
-from benchmark.pipeline.combine import combine_frames
-from benchmark.pipeline.evaluate import evaluate_run
+from benchmark import matrix
+from benchmark.combine import combine_frames
+from benchmark.evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -103,9 +103,9 @@ def test_every_run_resolves():
 
     for name in PARAMS["runs"]:
         cfg = resolve_run(PARAMS, name)
-        assert cfg["profile"] == "smoke" and cfg["size"] == "tiny" and cfg["device"] == "cpu"
+        assert cfg.profile == "smoke" and cfg.size == "tiny" and cfg.runtime.device == "cpu"
     cfg = resolve_run(PARAMS, "maq2l_full", {"profile": "paper"})
-    assert cfg["size"] == "reference" and cfg["image_size"] == 448 and cfg["device"] == "cuda"
+    assert cfg.size == "reference" and cfg.image_size == 448 and cfg.runtime.device == "cuda"
 
 
 def test_data_source_per_profile():
@@ -231,7 +231,35 @@ def test_tables_command_end_to_end(tmp_path, tiny_prepared):
                str(runs_dir), "--prepared", str(prep), "--out", str(tmp_path / "results")])
     assert rc == 0
     abl = pd.read_csv(tmp_path / "results" / "ablation.csv").set_index("run")
-    assert 0 < abl.loc["maq2l_none_full", "p_f2"] <= 1
     assert (tmp_path / "results" / "table3.md").read_text().count("SYNTHETIC") == 1
     paired = json.loads((tmp_path / "results" / "ablation_paired.json").read_text())
     assert set(paired) == {"maq2l_none_full"}
+    # values: an independent paired bootstrap (tables.bootstrap 50, seed 0) of the cell (b)
+    # minus the reference cell (a) on the full val set, rows sorted by Filename
+    import indep_stats as I
+
+    def read(run):
+        df = pd.read_csv(runs_dir / run / "scores_val.csv", dtype={"Filename": str}).sort_values("Filename")
+        return df[list(CLASS_CODES)].to_numpy()
+
+    order = np.argsort(np.array(names))
+    ref, cell, yy = read("maq2l_full"), read("maq2l_none_full"), y[order]
+    mine = I.paired(ref, cell, yy, 50, 0)
+    got = paired["maq2l_none_full"]["metrics"]
+    for name, short in (("F2_CIW", "f2"), ("F1_Normal", "f1")):
+        e = mine[name]
+        for k in ("a", "b", "delta", "p_value"):
+            assert got[name][k] == pytest.approx(e[k], abs=1e-12), (name, k)
+        assert got[name]["ci"] == pytest.approx(e["ci"], abs=1e-12)
+        assert abl.loc["maq2l_none_full", f"delta_{short}"] == pytest.approx(100 * e["delta"], abs=5.1e-5)
+        assert abl.loc["maq2l_none_full", f"p_{short}"] == pytest.approx(e["p_value"], abs=5.1e-5)
+        assert pd.isna(abl.loc["maq2l_full", f"p_{short}"])      # the reference is not tested
+    assert mine["F2_CIW"]["delta"] < 0                          # the noisier cell is worse
+    # the cells' own CIs (evaluate --bootstrap 50, seed 0) are percentile intervals
+    for run, sc in (("maq2l_full", ref), ("maq2l_none_full", cell)):
+        reps = I.replicates(sc, yy, 50, 0)
+        for key, short in (("F2_CIW", "f2"), ("F1_Normal", "f1")):
+            lo, hi = np.quantile(reps[key], [0.025, 0.975])
+            assert abl.loc[run, f"val_{short}_lo"] == pytest.approx(100 * lo, abs=5.1e-5)
+            assert abl.loc[run, f"val_{short}_hi"] == pytest.approx(100 * hi, abs=5.1e-5)
+            assert abl.loc[run, f"val_{short}"] == pytest.approx(100 * I.headline(sc, yy)[key], abs=5.1e-5)

@@ -1,45 +1,14 @@
-"""Plots (PNG files from small inputs) and CAM extraction / localisation scores."""
+"""Plot helpers (co-occurrence, split fractions, labels) and CAM extraction / localisation scores."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from benchmark import cam, plots
-from benchmark.metrics import evaluate
 
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _data(seed=0, n=80):
-    rng = np.random.default_rng(seed)
-    y = (rng.random((n, 17)) < 0.2).astype(int)
-    y[:, 14] = 0
-    s = np.clip(0.6 * y + rng.random(y.shape) * 0.5, 0, 1)
-    return s, y
-
-
-def _is_png(p):
-    return p.is_file() and p.read_bytes()[:8] == PNG
-
-
-def test_metric_plots(tmp_path):
-    s, y = _data()
-    m1, m2 = evaluate(s, y), evaluate(np.clip(s * 0.8, 0, 1), y)
-    assert _is_png(plots.plot_per_class_f2({"A": m1, "B": m2}, tmp_path / "f2.png"))
-    pts = pd.DataFrame({"method": ["A", "A", "B", "B"], "fraction": [0.0625, 1, 0.0625, 1],
-                        "F2": [40, 50, 35, 45], "lo": [38, 48, 33, 43], "hi": [42, 52, 37, 47]})
-    assert _is_png(plots.plot_f2_vs_fraction(pts, tmp_path / "frac.png"))
-    assert _is_png(plots.plot_pr_curves(s, y, tmp_path / "pr.png"))
-    assert _is_png(plots.plot_cooccurrence(y, s, tmp_path / "co.png"))
-    hist = {"r1": pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.7],
-                                "val_mAP": [0.2, 0.3], "lr": [1e-3, 1e-4]})}
-    assert _is_png(plots.plot_training_curves(hist, tmp_path / "curves.png"))
-    assert plots.plot_training_curves({}, tmp_path / "none.png") is None
-    loc = pd.DataFrame({"method": ["a cam", "b attention"], "pointing_game": [0.5, 0.3],
-                        "cam_iou": [0.2, 0.1], "random_pointing": [0.05, 0.05]})
-    assert _is_png(plots.plot_localisation(loc, tmp_path / "loc.png"))
+# What each plot draws (bars, lines, bands, panels, heatmaps, overlays) is checked in
+# tests/test_plots_drawn.py; the PNG-header-only checks that used to live here are gone.
 
 
 def test_cooccurrence_is_conditional():
@@ -110,14 +79,3 @@ def test_extract_maps_from_q2l_models(ma, lc):
     rq = cam.extract_maps(q, x)
     assert "cam" not in rq and rq["attention"].shape == (2, 17, 2, 2)
     assert not any(m._forward_hooks for m in q.modules())   # hooks removed
-
-
-def test_cam_overlay_plot(tmp_path):
-    rng = np.random.default_rng(0)
-    imgs = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(2)]
-    masks = [np.zeros((17, 24, 32), bool) for _ in range(2)]
-    masks[0][2, 5:10, 5:10] = True
-    maps = {"m cam": [rng.random((17, 3, 4)) for _ in range(2)]}
-    scores = {"m cam": {"pointing_game": 0.5, "cam_iou": 0.25}}
-    p = plots.plot_cam_overlays(imgs, [masks[0], None], [2, 0], maps, tmp_path / "cam.png", scores)
-    assert _is_png(p)

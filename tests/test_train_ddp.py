@@ -21,7 +21,7 @@ import yaml
 
 from benchmark.config import resolve_run
 from benchmark.train import train_run
-from benchmark.train.testing import make_tiny_dataset, tiny_params
+from helpers import make_tiny_dataset, tiny_params
 
 
 @pytest.mark.slow

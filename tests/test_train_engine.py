@@ -16,7 +16,7 @@ from benchmark.cli import main
 from benchmark.config import resolve_run
 from benchmark.errors import SewerbenchError
 from benchmark.train import predict_run, train_run
-from benchmark.train.testing import make_tiny_dataset, tiny_params
+from helpers import make_tiny_dataset, tiny_params
 
 TIMING = ["images_per_s", "epoch_seconds"]
 
@@ -34,8 +34,24 @@ def _history(run_dir):
     return pd.read_csv(run_dir / "history.csv").drop(columns=TIMING)
 
 
-def _train(params, run, out, overrides=None, **kw):
-    return train_run(resolve_run(params, run, overrides), out, **kw)
+class _Killed(Exception):
+    """Raised by the test's epoch callback: the run dies right after an epoch's checkpoint."""
+
+
+def _kill_after(epoch_index):
+    def callback(epoch, row):
+        if epoch >= epoch_index:
+            raise _Killed(epoch)
+    return callback
+
+
+def _train(params, run, out, overrides=None, kill_after=None, **kw):
+    cfg = resolve_run(params, run, overrides)
+    if kill_after is None:
+        return train_run(cfg, out, **kw)
+    with pytest.raises(_Killed):
+        train_run(cfg, out, callback=_kill_after(kill_after), **kw)
+    return None
 
 
 def test_outputs_selection_and_onecycle(tiny, tmp_path):
@@ -110,8 +126,8 @@ def test_killed_and_resumed_equals_uninterrupted(tiny, tmp_path, run):
     # augmentation, dropout and (tiny_sewer) BatchNorm make every RNG stream matter
     over = {"epochs": 3, "aug": {"randaugment": True, "flip": 0.5}, "model": {"dropout": 0.3}}
     _train(params, run, tmp_path / "full", over)
-    part = _train(params, run, tmp_path / "resumed", over, stop_after_epoch=0)
-    assert part["stopped_after"] == 0 and not (tmp_path / "resumed/scores_val.csv").exists()
+    _train(params, run, tmp_path / "resumed", over, kill_after=0)
+    assert not (tmp_path / "resumed/scores_val.csv").exists()
     assert len(pd.read_csv(tmp_path / "resumed/history.csv")) == 1
     _train(params, run, tmp_path / "resumed", over, resume=True)
     pd.testing.assert_frame_equal(_history(tmp_path / "full"), _history(tmp_path / "resumed"))
@@ -173,7 +189,7 @@ def test_amp_bf16_and_channels_last_on_cpu(tiny, tmp_path):
     assert s["amp"] is True and s["amp_dtype"] == "bfloat16"
     assert np.isfinite(pd.read_csv(tmp_path / "amp/scores_val.csv").iloc[:, 1:].to_numpy()).all()
     # the autocast context really runs the conv in bf16 on CPU with channels_last input
-    from benchmark.train.predict import autocast, to_input
+    from benchmark.train.runtime import autocast, to_input
 
     net = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     x = to_input(torch.randn(2, 3, 8, 8), torch.device("cpu"), True)
@@ -188,17 +204,17 @@ def test_fp16_gradscaler_path_and_resume_on_cpu(tiny, tmp_path):
     _train(params, "tiny", tmp_path / "a", over)
     ck = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
     assert ck["scaler"]["scale"] > 0  # the GradScaler ran and its state is checkpointed
-    _train(params, "tiny", tmp_path / "b", over, stop_after_epoch=0)
+    _train(params, "tiny", tmp_path / "b", over, kill_after=0)
     _train(params, "tiny", tmp_path / "b", over, resume=True)
     pd.testing.assert_frame_equal(_history(tmp_path / "a"), _history(tmp_path / "b"))
 
 
 def test_bce_pos_weight_from_training_labels(tiny):
-    from benchmark.train.engine import build_criterion
+    from benchmark.train.runtime import build_criterion
 
     root, params = tiny
     y = pd.read_csv(root / "prepared/full/train.csv")[list(SCORE_COLUMNS[1:])].to_numpy()
-    crit = build_criterion({"loss": {"name": "bce", "pos_weight": "auto"}}, y, torch.device("cpu"))
+    crit = build_criterion(resolve_run(params, "tiny_sewer"), y, torch.device("cpu"))
     n, pos = len(y), y.sum(axis=0)
     expect = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), 0.0)
     np.testing.assert_allclose(crit.pos_weight.numpy(), expect, rtol=1e-6)
@@ -241,15 +257,14 @@ def test_cli_train_and_errors(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("sewerbench: error:") and "no run named 'nope'" in err and err.count("\n") == 1
     assert main(["train", "tiny", "--params", p, "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["method"] == "q2l"
+    assert json.loads(capsys.readouterr().out)["method"] == "tiny_cnn"
 
 
 def test_early_stopping_rule_and_stop_epoch(tiny, tmp_path):
-    from benchmark.train.engine import _Trainer
+    from benchmark.train.selection import Selector
 
-    t = _Trainer.__new__(_Trainer)
-    t.cfg = {"selection": "mAP", "selection_mode": "max", "early_stop": {"patience": 2}}
-    t.sel = {"best": None, "best_epoch": -1}
+    _, params = tiny
+    t = Selector(resolve_run(params, "tiny", {"early_stop": {"patience": 2}, "epochs": 40}))
     plain = [0.5, 0.6, 0.55, 0.55, 0.58, 0.4]
     ema = [0.4, 0.5, 0.62, 0.61, 0.60, 0.59]
     stops = []
@@ -259,9 +274,8 @@ def test_early_stopping_rule_and_stop_epoch(tiny, tmp_path):
         stops.append(t.should_stop(e))
     # best (EMA 0.62) at epoch 2, best plain at epoch 1: stop once epoch - 2 > 2 with EMA below its best
     assert stops[:5] == [None] * 5 and stops[5].startswith("early stop")
-    assert (t.sel["best"], t.sel["best_epoch"], t.sel["best_which"]) == (0.62, 2, "ema")
-    t.cfg = {"selection": "val_loss", "selection_mode": "min", "early_stop": None, "stop_epoch": 1}
-    t.sel = {"best": None, "best_epoch": -1}
+    assert (t.state["best"], t.state["best_epoch"], t.state["best_which"]) == (0.62, 2, "ema")
+    t = Selector(resolve_run(params, "tiny_sewer", {"early_stop": None, "stop_epoch": 1, "epochs": 90}))
     assert t.select(0, {"val_loss": 2.0})[0] and t.select(1, {"val_loss": 1.0})[0]
     assert not t.select(2, {"val_loss": float("nan")})[0]
     assert t.should_stop(0) is None and t.should_stop(1).startswith("stop_epoch")
@@ -274,7 +288,7 @@ def test_early_stopping_rule_and_stop_epoch(tiny, tmp_path):
 
 def test_registry_methods_through_the_engine(tiny, tmp_path):
     """A real registry model trains end to end; KSSNet gets its label graph from training labels."""
-    from benchmark.train.predict import build_model
+    from benchmark.train.runtime import build_model
 
     _, params = tiny
     p = {**params, "runs": {**params["runs"],

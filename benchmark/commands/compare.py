@@ -1,11 +1,11 @@
 """``sewerbench compare``: paired bootstrap of two scores CSVs on the same images."""
 from __future__ import annotations
 
-from benchmark import bootstrap
-from benchmark.commands.evaluate import check_outputs, dumps_json, write_all
+from benchmark.artifacts import PAIRED_METRICS, CompareResult
 from benchmark.errors import SewerbenchError
+from benchmark.evaluation import compare, dumps_json
+from benchmark.outputs import check_outputs, write_all
 from benchmark.report import pct
-from benchmark.scores import align, read_ground_truth_csv, read_scores_csv
 
 NAME = "compare"
 HELP = ("paired bootstrap comparison of two scores CSVs on the same ground truth "
@@ -22,18 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
-def compute(a_path, b_path, gt_path, n: int = 1000, seed: int = 0) -> dict:
-    gt = read_ground_truth_csv(gt_path)
-    da = align(read_scores_csv(a_path), gt, a_path, gt_path)
-    db = align(read_scores_csv(b_path), gt, b_path, gt_path)
-    res = bootstrap.paired_bootstrap(da.scores, db.scores, da.targets, n=n, seed=seed)
-    return {"a": str(a_path), "b": str(b_path), "gt": str(gt_path), **res}
-
-
-def table(res: dict) -> str:
+def table(res: CompareResult) -> str:
     lines = ["| Metric | A | B | B - A | 95% CI | p |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, m in res["metrics"].items():
+    for name, m in res[PAIRED_METRICS].items():
         lo, hi = m["ci"]
         lines.append(f"| {name.replace('_', '-')} | {pct(m['a'])} | {pct(m['b'])} | "
                      f"{pct(m['delta'])} | [{pct(lo)}, {pct(hi)}] | {m['p_value']:.4f} |")
@@ -44,7 +36,7 @@ def run(args) -> int:
     if args.bootstrap < 1:
         raise SewerbenchError(f"--bootstrap: must be >= 1, got {args.bootstrap}")
     check_outputs({"--out": args.out}, [args.a, args.b, args.gt])
-    res = compute(args.a, args.b, args.gt, args.bootstrap, args.seed)
+    res = compare(args.a, args.b, args.gt, args.bootstrap, args.seed)
     write_all({args.out: dumps_json(res)})
     print(f"A = {args.a}\nB = {args.b}\n{res['n_resamples']} paired resamples, seed {res['seed']}")
     print(table(res), end="")

@@ -20,9 +20,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
 
-    from benchmark.pipeline.matrix import load_params
+    from benchmark.config import load_params
     from benchmark.plots import make_all
 
+    from benchmark.commands.tables import check_args
+
+    check_args(args)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     params = load_params(args.params)
     written = make_all(params, args.metrics, args.runs, args.prepared, args.out)

@@ -40,7 +40,7 @@ def add_arguments(p) -> None:
 
 
 def _run_mode(args) -> int:
-    from benchmark.train.predict import predict_run
+    from benchmark.train.inference import predict_run
 
     if not args.csv:
         raise SewerbenchError("--run needs --csv SPLIT.csv (the images to score)")

@@ -20,53 +20,90 @@ def add_arguments(p) -> None:
                    "(default tables.bootstrap)")
 
 
-def paired_against_reference(params: dict, runs_dir: Path, prepared: Path, n: int, seed: int
-                             ) -> tuple[dict, dict]:
-    """Paired bootstrap (full val set) of every ablation cell against its reference cell."""
-    from benchmark.bootstrap import paired_bootstrap
-    from benchmark.scores import load_aligned
-    from benchmark.tables import ablation_cells
+def _metrics_name(split: str) -> str:
+    try:
+        from benchmark.artifacts import metrics_file
+        return metrics_file(split)
+    except ImportError:  # pragma: no cover
+        return f"{split}.json"
 
-    tables = params.get("tables") or {}
-    reference = dict(tables.get("ablation_reference") or {})
-    cells = ablation_cells(params.get("runs") or {})
-    gt = prepared / "full" / "val.csv"
-    out: dict = {}
-    cache: dict = {}
 
-    def load(run):
-        if run not in cache:
-            f = runs_dir / run / "scores_val.csv"
-            cache[run] = load_aligned(f, gt) if f.is_file() else None
-        return cache[run]
+def check_metrics_dir(path, arg: str = "--metrics") -> int:
+    """Refuse a missing, empty or corrupt metrics folder (``<run>/<split>.json``): results are
+    never rewritten from missing inputs. Returns the number of metrics files."""
+    import json
+    import math
 
-    for c in cells:
-        ref = reference.get(c["split"])
-        if not ref or ref == c["run"]:
-            continue
-        a, b = load(ref), load(c["run"])
-        if a is None or b is None:
-            log.warning("ablation: no scores for %s or %s, no p-value", ref, c["run"])
-            continue
-        out[c["run"]] = paired_bootstrap(a.scores, b.scores, a.targets, n=n, seed=seed)
-    return out, reference
+    from benchmark.errors import SewerbenchError
+    from benchmark.io import check_input_dir
+    from benchmark.tables import SPLITS
+
+    root = check_input_dir(path, arg)
+    files = [d / _metrics_name(split) for d in sorted(p for p in root.iterdir() if p.is_dir())
+             for split in SPLITS if (d / _metrics_name(split)).is_file()]
+    if not files:
+        raise SewerbenchError(f"{root}: {arg}: no metrics files (<run>/<split>.json for split "
+                              f"{' | '.join(SPLITS)}); run the evaluate stage first (refusing to "
+                              "write results from missing inputs)")
+    for f in files:
+        try:
+            m = json.loads(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SewerbenchError(f"{f}: not UTF-8 text (corrupt metrics file)") from None
+        except ValueError as exc:
+            raise SewerbenchError(f"{f}: corrupt or truncated metrics JSON ({exc})") from None
+        except OSError as exc:
+            raise SewerbenchError(f"{f}: cannot read ({exc.strerror})") from None
+        if not isinstance(m, dict):
+            raise SewerbenchError(f"{f}: metrics JSON must be an object (the official layout)")
+        for block, keys in (("New", ("F2", "F1_Normal")), ("Main", ("mAP",))):
+            b = m.get(block)
+            if not isinstance(b, dict):
+                raise SewerbenchError(f"{f}: missing the official {block!r} block")
+            for k in keys:
+                v = b.get(k)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isinf(v):
+                    raise SewerbenchError(f"{f}: {block}.{k}: expected a number, got {v!r}")
+    return len(files)
+
+
+def check_args(args) -> None:
+    """Every input of ``tables`` / ``plots`` checked before anything is written."""
+    from benchmark.errors import SewerbenchError
+    from benchmark.io import check_input_dir, check_input_file, check_not_inside_inputs
+
+    check_input_file(args.params, "--params")
+    check_metrics_dir(args.metrics)
+    check_input_dir(args.runs, "--runs")
+    check_input_dir(args.prepared, "--prepared")
+    if getattr(args, "bootstrap", None) is not None and args.bootstrap < 1:
+        raise SewerbenchError(f"--bootstrap: must be >= 1, got {args.bootstrap}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SewerbenchError(f"{args.out}: --out is a file, expected a folder")
+    check_not_inside_inputs(args.out, (("--metrics", args.metrics), ("--runs", args.runs),
+                                       ("--prepared", args.prepared), ("--params", args.params)))
 
 
 def run(args) -> int:
     from benchmark import tables
+    from benchmark.artifacts import ABLATION_PAIRED_FILE
+    from benchmark.config import load_params
+    from benchmark.data.layout import PreparedLayout
     from benchmark.io import atomic_write_json
+    from benchmark.matrix import data_kind
     from benchmark.metrics import to_jsonable
-    from benchmark.pipeline.matrix import data_kind, load_params
 
+    check_args(args)
     params = load_params(args.params)
+    layout = PreparedLayout.from_dir(args.prepared)
     n = args.bootstrap if args.bootstrap is not None else int((params.get("tables") or {}).get("bootstrap", 1000))
     seed = int(params.get("seed", 0))
     metrics = tables.load_metrics(args.metrics)
-    paired, reference = paired_against_reference(params, Path(args.runs), Path(args.prepared), n, seed)
+    paired, reference = tables.paired_against_reference(params, args.runs, layout, n, seed)
     out = Path(args.out)
-    atomic_write_json(out / "ablation_paired.json", to_jsonable(paired))
+    atomic_write_json(out / ABLATION_PAIRED_FILE, to_jsonable(paired))
     written = tables.write_all(metrics, out, profile=str(params.get("profile", "smoke")),
-                               source=data_kind(args.prepared, params), runs=params.get("runs"),
+                               source=data_kind(layout, params), runs=params.get("runs"),
                                paired=paired, reference=reference)
     log.info("wrote %d table files under %s", len(written), out)
     print((out / "table3.md").read_text(encoding="utf-8"))

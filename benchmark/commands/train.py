@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration key (dotted, YAML value), e.g. --set epochs=3 "
                         "--set optimizer.lr=1e-4; repeatable")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (what config.json will hold) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,16 +47,13 @@ def run(args: argparse.Namespace) -> int:
         overrides["profile"] = args.profile
     cfg = resolve_run(params, args.run, overrides, seed=args.seed, where=str(args.params))
     if args.print_config:
-        print(json.dumps(cfg, indent=2, default=str))
+        print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from benchmark.train import train_run
 
     out = args.out or f"runs/{args.run}"
-    summary = train_run(cfg, out, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
+    summary = train_run(cfg, out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
-        return 0
-    if "stopped_after" in summary:
-        log.info("stopped after epoch %d (testing option)", summary["stopped_after"] + 1)
         return 0
     log.info("%s: best epoch %s (%s %s = %.4f), %.1f train images/s, wall %.1f s -> %s",
              args.run, summary["best_epoch"], summary["selected_model"], summary["selection_metric"],

@@ -14,6 +14,7 @@ _EXPORTS = {
     "build_transform": "transforms",
     "ImageCache": "cache",
     "SewerMLDataset": "dataset",
+    "PreparedLayout": "layout",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -14,7 +14,6 @@ otherwise.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,9 +27,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from benchmark.data.images import ImageIndex
+from benchmark.data.images import ImageIndex, to_rgb
 from benchmark.errors import SewerbenchError
-from benchmark.io import atomic_write_json, atomic_write_text
+from benchmark.io import atomic_write_json, atomic_write_text, recover_dir, replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,9 @@ FORMAT_VERSION = 1
 RESAMPLE = "bilinear"
 _CHUNK = 64
 SHOW = 5
+#: images.npy files up to this size are checksummed whenever a cache is reused
+#: (env ``SEWERBENCH_CACHE_VERIFY_BYTES``); larger ones get the header and size checks only.
+VERIFY_LIMIT = int(os.environ.get("SEWERBENCH_CACHE_VERIFY_BYTES", str(4 << 30)))
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -49,9 +51,11 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to an HxWx3 uint8 array, optionally resized to ``size`` = (h, w)
-    with PIL's antialiased bilinear filter. Raises whatever PIL raises on a bad file."""
+    with PIL's antialiased bilinear filter. Any mode is converted to 8-bit RGB by
+    :func:`benchmark.data.images.to_rgb` (16-bit grey scaled, grey/palette/RGBA converted) or
+    refused naming the file; raises whatever PIL raises on a corrupt file."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = to_rgb(im, path)
         if size is not None and (im.height, im.width) != tuple(size):
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.array(im, dtype=np.uint8)  # writable copy
@@ -94,11 +98,54 @@ class ImageCache:
             raise SewerbenchError(f"{self.directory}: image cache format {self.meta.get('format')} "
                                   f"!= {FORMAT_VERSION}; rebuild it")
         names = [n for n in names if n]
+        self._check_array_file(len(names))
         skipped = set(self.meta.get("skipped", []))
         self._rows: dict[str, int] = {n: i for i, n in enumerate(names) if n not in skipped}
         self._all_rows = len(names)
         self.image_size: tuple[int, int] = tuple(self.meta["image_size"])  # type: ignore[assignment]
         self._array: np.ndarray | None = None
+
+    def _check_array_file(self, rows: int) -> None:
+        """images.npy must exist with the header and byte size its meta.json promises (a
+        truncated or foreign file is named here instead of failing inside a worker)."""
+        npy = self.directory / "images.npy"
+        shape = self.meta.get("shape")
+        try:
+            size = npy.stat().st_size
+            with open(npy, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    h_shape, _, h_dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    h_shape, _, h_dtype = np.lib.format.read_array_header_2_0(fh)
+                offset = fh.tell()
+        except FileNotFoundError:
+            raise SewerbenchError(f"{npy}: image cache array missing; delete {self.directory} "
+                                  "to rebuild it") from None
+        except (OSError, ValueError) as exc:
+            raise SewerbenchError(f"{npy}: corrupt image cache array header ({exc}); delete "
+                                  f"{self.directory} to rebuild it") from None
+        expected = offset + int(np.prod(h_shape)) * np.dtype(h_dtype).itemsize
+        if h_dtype != np.uint8 or list(h_shape) != list(shape or h_shape) or h_shape[0] != rows:
+            raise SewerbenchError(f"{npy}: image cache array is {h_dtype} {tuple(h_shape)}, "
+                                  f"meta.json says uint8 {shape} for {rows} files; delete "
+                                  f"{self.directory} to rebuild it")
+        if size != expected or ("npy_bytes" in self.meta and size != self.meta["npy_bytes"]):
+            raise SewerbenchError(f"{npy}: truncated or corrupt image cache array ({size} bytes, "
+                                  f"expected {expected}); delete {self.directory} to rebuild it")
+
+    def verify(self, limit: int | None = None) -> bool:
+        """Recompute the SHA-256 of images.npy and compare with meta.json (False on mismatch or
+        when the cache has no checksum). Arrays above ``limit`` bytes are not read (True)."""
+        expected = self.meta.get("sha256")
+        if not isinstance(expected, str):
+            return False
+        npy = self.directory / "images.npy"
+        if limit is not None and npy.stat().st_size > limit:
+            log.info("image cache %s: %d bytes, checksum not verified (limit %d)",
+                     self.directory, npy.stat().st_size, limit)
+            return True
+        return sha256_file(npy) == expected
 
     # -- pickling: never send the memmap itself -------------------------------------------
     def __getstate__(self):
@@ -178,20 +225,29 @@ class ImageCache:
         paths = [index.path(n) for n in names]
         fp = _fingerprint(names, paths, size)
 
+        recover_dir(directory)  # what a build killed part-way left beside the cache
         if not force and (directory / "meta.json").is_file():
-            with contextlib.suppress(SewerbenchError, KeyError, TypeError):
+            why = "is stale or built for other parameters"
+            try:
                 old = cls(directory)
                 if (old.meta.get("fingerprint") == fp
                         and bool(old.meta.get("skip_corrupt")) == bool(skip_corrupt)):
-                    log.info("image cache %s is up to date (%d images at %dx%d)",
-                             directory, len(old), size[0], size[1])
-                    return old
-            log.info("image cache %s is stale or built for other parameters: rebuilding", directory)
+                    if old.verify(limit=VERIFY_LIMIT):
+                        log.info("image cache %s is up to date (%d images at %dx%d)",
+                                 directory, len(old), size[0], size[1])
+                        return old
+                    why = ("has no checksum" if "sha256" not in old.meta else
+                           "failed its checksum (corrupt images.npy)")
+            except SewerbenchError as exc:
+                why = f"is unusable ({exc})"
+            except (KeyError, TypeError, ValueError):
+                why = "has an unreadable meta.json"
+            log.warning("image cache %s %s: rebuilding", directory, why)
 
         if directory.exists() and (not directory.is_dir() or (
                 any(directory.iterdir()) and not (directory / "meta.json").is_file())):
             raise SewerbenchError(f"{directory}: exists and is not an image cache; refusing to replace it")
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        tmp = directory.parent / f".{directory.name}.{os.getpid()}.tmp-build"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -211,14 +267,11 @@ class ImageCache:
                 "fingerprint": fp,
                 "dtype": "uint8",
                 "shape": [len(names), size[0], size[1], 3],
+                "npy_bytes": (tmp / "images.npy").stat().st_size,
+                "sha256": sha256_file(tmp / "images.npy"),
             }
-            atomic_write_json(tmp / "meta.json", meta)
-            old_dir = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            if directory.exists():
-                os.replace(directory, old_dir)
-            os.replace(tmp, directory)
-            if old_dir.exists():
-                shutil.rmtree(old_dir, ignore_errors=True)
+            atomic_write_json(tmp / "meta.json", meta)  # written last: marks the cache complete
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -258,7 +311,8 @@ class ImageCache:
         if failures and not skip_corrupt:
             shown = "; ".join(f"{names[i]} ({why})" for i, why in failures[:SHOW])
             raise SewerbenchError(f"{len(failures)} unreadable or corrupt images (first: {shown}); "
-                                  f"fix or remove them, or pass skip_corrupt / --skip-corrupt")
+                                  "fix, replace or delete those image files (train has no --skip-corrupt "
+                                  "option; from Python, ImageCache.build(skip_corrupt=True) skips them)")
         skipped = [names[i] for i, _ in sorted(failures)]
         for i, why in failures[:SHOW]:
             log.warning("skipping unreadable image %s: %s", paths[i], why)

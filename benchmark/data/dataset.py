@@ -85,7 +85,12 @@ class SewerMLDataset(Dataset):
         """The raw HxWx3 uint8 image of item ``i`` (no transform)."""
         if self._npy is not None:
             if self._array is None:
-                self._array = np.load(self._npy, mmap_mode="r")
+                try:
+                    self._array = np.load(self._npy, mmap_mode="r")
+                except (OSError, ValueError) as exc:  # truncated or replaced under a running job
+                    raise SewerbenchError(f"{self._npy}: unreadable image cache array "
+                                          f"({' '.join(str(exc).split())}); delete its folder to "
+                                          "rebuild it") from None
             return np.array(self._array[self._rows[i]])  # copy out of the memmap
         try:
             return load_rgb(self._paths[i])

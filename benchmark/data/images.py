@@ -101,3 +101,40 @@ class ImageIndex:
 
     def __repr__(self) -> str:
         return f"ImageIndex({str(self.root)!r}, {len(self)} images)"
+
+
+#: PIL modes that :func:`to_rgb` converts with PIL's own ``convert("RGB")`` (8-bit per channel
+#: data, palettes, alpha dropped; 16-bit RGB/RGBA/LA PNGs are opened by PIL at 8 bits already).
+_CONVERTIBLE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+#: 16-bit single-channel modes: scaled to 8 bits by the high byte (as PIL reads 16-bit RGB).
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_rgb(im, path: str | os.PathLike = "image"):
+    """A PIL image of any supported mode as an 8-bit RGB PIL image.
+
+    RGB is returned as it is (the 8-bit RGB decode is unchanged); grey, grey+alpha, palette,
+    RGBA, CMYK and YCbCr go through PIL's conversion (alpha is dropped); 16-bit grey
+    (``I;16*``, and ``I`` from a PNG, which PIL uses for 16-bit grey) is scaled to 8 bits by
+    keeping the high byte, the same scaling PIL applies to 16-bit RGB. Float, 32-bit integer and
+    other modes raise :class:`SewerbenchError` naming the file.
+    """
+    import numpy as np
+    from PIL import Image
+
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in _CONVERTIBLE:
+        return im.convert("RGB")
+    if mode in _SIXTEEN_BIT or (mode == "I" and getattr(im, "format", None) == "PNG"):
+        a = np.asarray(im)
+        if a.dtype.kind not in "iu" or a.ndim != 2:
+            raise SewerbenchError(f"{path}: unsupported {mode} image layout {a.dtype} {a.shape}")
+        a = a.astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise SewerbenchError(f"{path}: {mode} image values outside 0..65535")
+        grey = (a >> 8).astype(np.uint8)
+        return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
+    raise SewerbenchError(f"{path}: unsupported image mode {mode!r} (expected 8-bit RGB, grey, "
+                          "palette or RGBA, or 16-bit grey/RGB)")

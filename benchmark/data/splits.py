@@ -26,6 +26,7 @@ from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.data.annotations import check_images as check_image_files
 from benchmark.data.annotations import read_annotations, read_filenames, summarize
 from benchmark.data.images import ImageIndex
+from benchmark.data.layout import FULL_SPLIT, SPLITS_FILE, SPLITS_FORMAT
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_to_csv, atomic_write_json
 
@@ -363,11 +364,11 @@ def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  "%d train, %d val rows", "synthetic" if synthetic else "non-Sewer-ML",
                  len(sub_train), len(sub_val))
 
-    outputs: dict[str, pd.DataFrame] = {"full/train": train, "full/val": val}
+    outputs: dict[str, pd.DataFrame] = {f"{FULL_SPLIT}/train": train, f"{FULL_SPLIT}/val": val}
     if test is not None:
-        outputs["full/test"] = test
+        outputs[f"{FULL_SPLIT}/test"] = test
     if test_gt is not None:
-        outputs["full/test_gt"] = test_gt
+        outputs[f"{FULL_SPLIT}/test_gt"] = test_gt
     outputs[f"{SUBSET_NAME}/train"] = sub_train
     outputs[f"{SUBSET_NAME}/val"] = sub_val
     fracs = []
@@ -389,7 +390,7 @@ def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
         atomic_to_csv(df, path)
         splits[name] = {"path": f"{name}.csv", **summarize(df)}
     summary = {
-        "format": 1,
+        "format": SPLITS_FORMAT,
         # paths as given (relative to the working directory when given so), so the output
         # does not depend on where the checkout lives
         "source": os.fspath(source),
@@ -402,6 +403,6 @@ def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "source_files": {k: (str(p) if p is not None else None) for k, p in files.items()},
         "splits": splits,
     }
-    atomic_write_json(out / "splits.json", summary)
-    log.info("wrote %d split files and %s", len(splits), out / "splits.json")
+    atomic_write_json(out / SPLITS_FILE, summary)
+    log.info("wrote %d split files and %s", len(splits), out / SPLITS_FILE)
     return summary

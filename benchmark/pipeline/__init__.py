@@ -1,2 +1,4 @@
-"""Pipeline glue (owned by the pipeline helper): run matrix, evaluation of run folders,
-two-stage combination of score files, the tiny reference run of ``sewerbench check``."""
+"""Deprecated: the pipeline glue moved into the library (``benchmark.matrix``,
+``benchmark.combine``, ``benchmark.evaluation``) and the commands (``sewerbench prepare`` /
+``evaluate``). Only :mod:`benchmark.pipeline.matrix` is left, for callers not yet moved;
+nothing in the library imports this package."""

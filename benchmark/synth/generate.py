@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +57,26 @@ class SynthConfig:
                 try:
                     if isinstance(known[key], bool) or known[key] is None:
                         raise ValueError
+                    if typ is str and not isinstance(known[key], str):
+                        raise ValueError
+                    if typ is int and isinstance(known[key], float) and not known[key].is_integer():
+                        raise ValueError
                     known[key] = typ(known[key])
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise SewerbenchError(f"params.yaml: synth.{key}: expected {typ.__name__}, "
                                           f"got {known[key]!r}") from None
-        unknown = sorted(k for k in d if k != "calibrate")
+        if "label_source" in known and not (known["label_source"] is None
+                                            or isinstance(known["label_source"], str)):
+            raise SewerbenchError(f"params.yaml: synth.label_source: expected a folder name, "
+                                  f"got {known['label_source']!r}")
+        unknown = sorted(str(k) for k in d if k != "calibrate")
         if unknown:
-            log.warning("synth: ignoring unknown keys %s", unknown)
+            import difflib
+            hint = difflib.get_close_matches(unknown[0], [*cls.__dataclass_fields__, "calibrate"], n=1)
+            raise SewerbenchError(f"params.yaml: synth.{unknown[0]}: unknown key"
+                                  f"{f' (did you mean {hint[0]}?)' if hint else ''}")
+        if "calibrate" in d:
+            _check_calibrate(d["calibrate"])
         cfg = cls(**known, extra=d)
         cfg.validate()
         return cfg
@@ -82,6 +94,31 @@ class SynthConfig:
 
     def counts(self) -> dict[str, int]:
         return {"train": int(self.n_train), "val": int(self.n_val), "test": int(self.n_test)}
+
+
+def _check_calibrate(section) -> None:
+    """The ``synth.calibrate`` keys must be options of :func:`benchmark.synth.calibrate.calibrate`."""
+    import difflib
+    import inspect
+
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise SewerbenchError("params.yaml: synth.calibrate: must be a mapping")
+    from benchmark.synth.calibrate import calibrate
+
+    params = inspect.signature(calibrate).parameters
+    known = [k for k, p in params.items() if p.kind == p.KEYWORD_ONLY or
+             (p.kind == p.POSITIONAL_OR_KEYWORD and k not in ("root", "seed"))]
+    for key, value in section.items():
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            raise SewerbenchError(f"params.yaml: synth.calibrate.{key}: unknown key"
+                                  f"{f' (did you mean {hint[0]}?)' if hint else ''}")
+        default = params[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SewerbenchError(f"params.yaml: synth.calibrate.{key}: expected a number, got {value!r}")
 
 
 def image_rng(seed: int, index: int) -> np.random.Generator:
@@ -138,14 +175,44 @@ def plan(cfg: SynthConfig) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: bool | None = None,
-             _fail_after: int | None = None) -> dict:
-    """Generate the dataset into ``out`` (replaced atomically). Returns the meta dict."""
-    cfg.validate()
+def is_synthetic_dataset(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a dataset written by :func:`generate` (its meta.json says so)."""
+    meta = Path(path) / "meta.json"
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("synthetic") is True and info.get("generator") == "sewerbench.synth"
+
+
+def check_output(cfg: SynthConfig, out: str | os.PathLike | None = None, force: bool = False,
+                 inputs: tuple[tuple[str, object], ...] = ()) -> Path:
+    """Refuse an output folder that generating into would lose data (see :func:`generate`)."""
+    from benchmark.io import check_disjoint_from_inputs, check_replaceable_dir
+
     out = Path(out if out is not None else cfg.out)
+    if str(cfg.out).strip() == "" and out == Path(cfg.out):
+        raise SewerbenchError("synth.out: empty output folder name")
+    check_disjoint_from_inputs(out, (("synth.label_source", cfg.label_source), *inputs))
+    check_replaceable_dir(out, "synth", force=force, recognise=is_synthetic_dataset)
+    return out
+
+
+def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: bool | None = None,
+             _fail_after: int | None = None, force: bool = False) -> dict:
+    """Generate the dataset into ``out`` (replaced atomically). Returns the meta dict.
+
+    ``out`` may be missing, empty or an earlier synthetic dataset; any other folder is refused
+    unless ``force`` (a file always), as is an ``out`` that is or holds an input. Nothing is
+    written before the labels are planned (the label source validated)."""
+    from benchmark.io import recover_dir
+
+    cfg.validate()
+    recover_dir(Path(out if out is not None else cfg.out))  # what a killed earlier run left
+    out = check_output(cfg, out, force)
     frames = plan(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.tmp-", dir=out.parent))
     t0 = time.perf_counter()
     try:
         (tmp / "masks").mkdir()
@@ -211,15 +278,6 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` onto ``out``; an older ``out`` is removed only afterwards."""
-    old = None
-    if out.exists() or out.is_symlink():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{zlib.crc32(str(tmp).encode())}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    from benchmark.io import replace_dir
+
+    replace_dir(tmp, out)

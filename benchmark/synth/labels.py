@@ -50,6 +50,15 @@ def read_source(path: str | Path) -> pd.DataFrame:
     labels = df[list(CSV_COLUMNS[1:])]
     if labels.isna().any().any():
         raise SewerbenchError(f"{path}: empty label cells")
+    for col in CSV_COLUMNS[1:]:
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = num.isna() | (num != np.round(num))
+        if col != "WaterLevel":
+            bad |= ~num.isin([0, 1])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SewerbenchError(f"{path}: line {i + 2}: column {col}: value {df[col].iloc[i]!r} is not "
+                                  f"{'an integer' if col == 'WaterLevel' else '0 or 1'}")
     return df[list(CSV_COLUMNS)].reset_index(drop=True)
 
 

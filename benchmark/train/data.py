@@ -44,17 +44,15 @@ def select_rows(df: pd.DataFrame, train_on: str, max_images: int | None, seed: i
     return df
 
 
-def train_val_frames(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def train_val_frames(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's training and validation rows (``train_on`` filter and seeded caps applied)."""
     from benchmark.seed import derive_seed
 
-    data = cfg["data"]
-    train_df = select_rows(read_frame(data["train_csv"], True), cfg["train_on"],
-                           cfg.get("max_train_images"), derive_seed(cfg["seed"], "subsample"),
-                           data["train_csv"])
-    val_df = select_rows(read_frame(data["val_csv"], True), cfg["train_on"],
-                         cfg.get("max_eval_images"), derive_seed(cfg["seed"], "subsample-val"),
-                         data["val_csv"])
+    data, rt = cfg.data, cfg.runtime
+    train_df = select_rows(read_frame(data.train_csv, True), cfg.train_on,
+                           rt.max_train_images, derive_seed(cfg.seed, "subsample"), data.train_csv)
+    val_df = select_rows(read_frame(data.val_csv, True), cfg.train_on,
+                         rt.max_eval_images, derive_seed(cfg.seed, "subsample-val"), data.val_csv)
     return train_df, val_df
 
 
@@ -82,56 +80,41 @@ class BinaryTargets(Dataset):
         return x, y.max().reshape(1), name
 
 
-def recorded_image_root(prepared) -> str | None:
-    """The image root that ``sewerbench prepare`` recorded in ``<prepared>/splits.json``."""
-    import json
-
-    if not prepared:
-        return None
-    path = Path(prepared) / "splits.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("image_root")
-    except (OSError, ValueError):
-        return None
-
-
-def image_source(cfg: dict, ctx=None):
+def image_source(cfg, ctx=None):
     """The image cache at the run's resolution (built once by rank 0) or the image folder index."""
     from benchmark.data.images import ImageIndex
+    from benchmark.data.layout import PreparedLayout
 
-    data = dict(cfg["data"])
-    if not data.get("images"):
-        data["images"] = recorded_image_root(data.get("prepared"))
-    if not data.get("images"):
-        raise SewerbenchError(f"run {cfg.get('run')}: data.images (the image folder) is not set in "
-                              f"params.yaml and {data.get('prepared')}/splits.json records none")
-    size = int(cfg["image_size"])
-    if not cfg.get("use_cache", True) or not data.get("cache"):
-        return ImageIndex(data["images"])
+    data = cfg.data
+    images = data.images or PreparedLayout.from_dir(data.prepared).image_root
+    if not images:
+        raise SewerbenchError(f"run {cfg.run}: data.images (the image folder) is not set in "
+                              f"params.yaml and {data.prepared}/splits.json records none")
+    size = cfg.image_size
+    if not cfg.runtime.use_cache or not data.cache:
+        return ImageIndex(images)
     from benchmark.data.cache import ImageCache
 
-    directory = Path(data["cache"]) / f"{size}x{size}"
+    directory = Path(data.cache) / f"{size}x{size}"
     is_main = ctx is None or ctx.is_main
     if is_main:
-        index = ImageIndex(data["images"])
+        index = ImageIndex(images)
         # every image of the folder: one cache per resolution, shared by all runs
         ImageCache.build(directory, sorted(index.filenames), index, size,
-                         workers=cfg.get("cache_workers"))
+                         workers=cfg.runtime.cache_workers)
     if ctx is not None:
         ctx.barrier()
     return ImageCache.open(directory)
 
 
-def make_dataset(df: pd.DataFrame, images, cfg: dict, train: bool) -> Dataset:
+def make_dataset(df: pd.DataFrame, images, cfg, train: bool) -> Dataset:
     from benchmark.data.dataset import SewerMLDataset
     from benchmark.data.transforms import build_transform
 
-    aug = dict(cfg.get("aug") or {}) if train else {}
-    tf = build_transform(cfg["transform"], int(cfg["image_size"]), train, **aug)
+    aug = cfg.aug.kwargs() if train else {}
+    tf = build_transform(cfg.transform, cfg.image_size, train, **aug)
     ds = SewerMLDataset(df, images, tf)
-    return BinaryTargets(ds) if cfg["binary"] else ds
+    return BinaryTargets(ds) if cfg.binary else ds
 
 
 def pos_weight(targets: np.ndarray) -> torch.Tensor:

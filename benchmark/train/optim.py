@@ -91,7 +91,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: dict | None, ep
         return None, None
     if name == "onecycle":
         kw = {k: sched_cfg[k] for k in ("div_factor", "final_div_factor", "anneal_strategy",
-                                         "cycle_momentum", "three_phase") if k in sched_cfg}
+                                         "cycle_momentum", "three_phase") if sched_cfg.get(k) is not None}
         sch = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr, epochs=int(epochs), steps_per_epoch=max(1, int(steps_per_epoch)),
             pct_start=float(sched_cfg.get("pct_start", 0.2)), **kw)

@@ -1,49 +1,17 @@
-"""Tiny, fast fixtures for engine tests and smoke checks: a small CNN builder and a tiny
-prepared dataset (official CSV header, PNG images) with a learnable label signal."""
+"""The engine self-check of ``sewerbench check``: a tiny deterministic training run (a few
+seconds on CPU) on a 16 px dataset written on the fly, with a learnable colour-cell signal
+(each class paints its own 4x4 cell in its own colour), the registered ``tiny_cnn`` and the
+Q2L-style recipe. The same dataset and params serve the engine tests."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS, NUM_CLASSES
-
-
-class TinyNet(nn.Module):
-    """conv(3->c, s2) - ReLU - conv(c->c, s2) - ReLU - global average pool - linear.
-
-    ``batchnorm`` adds BatchNorm2d after the first conv; ``dropout`` before the head;
-    ``aux`` returns ``(logits, aux_logits)`` in training mode like Inception-v3.
-    """
-
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 8, batchnorm: bool = False,
-                 dropout: float = 0.0, aux: bool = False):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1)
-        self.bn = nn.BatchNorm2d(width) if batchnorm else nn.Identity()
-        self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(width, num_classes)
-        self.aux_head = nn.Linear(width, num_classes) if aux else None
-        self.reference_num_params = None
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv1(x)))
-        h = torch.relu(self.conv2(h))
-        f = self.drop(h.mean(dim=(2, 3)))
-        out = self.head(f)
-        if self.aux_head is not None and self.training:
-            return out, self.aux_head(f)
-        return out
-
-
-def build_tiny(size: str = "tiny", num_classes: int = NUM_CLASSES, pretrained: Any = False,
-               **kwargs: Any) -> TinyNet:
-    return TinyNet(num_classes=num_classes, **kwargs)
 
 
 def _labels(rng: np.random.Generator, n: int, p: float = 0.25) -> np.ndarray:
@@ -115,7 +83,6 @@ def tiny_params(root: str | Path, **profile: Any) -> dict:
             "eval_batch_size": 32, "workers": 0, "device": "cpu", "amp": False, "progress": False,
             "use_cache": True}
     prof.update(profile)
-    tiny = "benchmark.train.testing:build_tiny"
     return {
         "seed": 0,
         "profile": "test",
@@ -138,17 +105,48 @@ def tiny_params(root: str | Path, **profile: Any) -> dict:
             "sklearn": {"epochs": 1, "transform": "none", "selection": "F2_CIW"},
         },
         "runs": {
-            "tiny": {"method": "q2l", "split": "full", "model_target": tiny},
-            "tiny_sub": {"method": "q2l", "split": "sub_0.0625", "model_target": tiny},
-            "tiny_sewer": {"method": "resnet101", "recipe": "sewerml", "split": "full", "model_target": tiny,
+            "tiny": {"method": "tiny_cnn", "recipe": "q2l", "split": "full"},
+            "tiny_sub": {"method": "tiny_cnn", "recipe": "q2l", "split": "sub_0.0625"},
+            "tiny_sewer": {"method": "tiny_cnn", "recipe": "sewerml", "split": "full",
                            "model": {"batchnorm": True}},
-            "tiny_binary": {"method": "resnet101", "recipe": "sewerml", "split": "full", "target": "binary",
-                            "model_target": tiny},
-            "tiny_stage2": {"method": "resnet101", "recipe": "sewerml", "split": "full",
-                            "train_on": "defect_only", "model_target": tiny, "model": {"aux": True}},
+            "tiny_binary": {"method": "tiny_cnn", "recipe": "sewerml", "split": "full", "target": "binary"},
+            "tiny_stage2": {"method": "tiny_cnn", "recipe": "sewerml", "split": "full",
+                            "train_on": "defect_only", "model": {"aux": True}},
             "myrans": {"method": "myrans2018", "recipe": "sklearn", "split": "full",
                        "sklearn": {"n_jobs": 1}},
             "myrans_binary": {"method": "myrans2018_binary", "recipe": "sklearn", "split": "full",
                               "sklearn": {"n_jobs": 1}},
         },
     }
+
+
+def tiny_train_metrics(seed: int = 0) -> dict[str, float]:
+    """Final-epoch validation metrics and best score of the tiny run."""
+    import torch
+
+    from benchmark.config import resolve_run
+    from benchmark.train import train_run
+    import logging
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    quiet = [logging.getLogger(n) for n in ("benchmark.train", "benchmark.data")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="sewerbench-check-") as tmp:
+            root = make_tiny_dataset(Path(tmp) / "data", seed=seed)
+            params = tiny_params(root)
+            cfg = resolve_run(params, "tiny", seed=seed)
+            summary = train_run(cfg, Path(tmp) / "run")
+    finally:
+        torch.set_num_threads(threads)
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    final = summary.get("final", {})
+    out = {k: float(final[k]) for k in ("train_loss", "val_loss", "val_mAP", "val_F2_CIW",
+                                        "val_F1_Normal", "ema_val_mAP") if k in final}
+    out["selection_score"] = float(summary["selection_score"])
+    out["best_epoch"] = float(summary["best_epoch"])
+    return out
