@@ -277,6 +277,9 @@ def check_disjoint_from_inputs(out: str | os.PathLike, inputs: Iterable[tuple[st
     """For an output folder that is *replaced* as a whole: refuse it when it is or lies inside
     an input, when an input lies inside it (replacing it would delete that input) and when it
     holds the current working directory."""
+    if is_same_or_inside(os.getcwd(), out):
+        raise SewerbenchError(f"{out}: {out_name} holds the current working folder; refusing to "
+                              "replace it")
     check_not_inside_inputs(out, inputs, out_name)
     for name, value in inputs:
         if value is None or value == "":
@@ -284,9 +287,6 @@ def check_disjoint_from_inputs(out: str | os.PathLike, inputs: Iterable[tuple[st
         if is_same_or_inside(value, out):
             raise SewerbenchError(f"{out}: {out_name} holds the input {name} {value}; replacing the "
                                   f"folder would delete that input (choose another {out_name})")
-    if is_same_or_inside(os.getcwd(), out):
-        raise SewerbenchError(f"{out}: {out_name} holds the current working folder; refusing to "
-                              "replace it")
 
 
 def _old_prefix(path: Path) -> str:

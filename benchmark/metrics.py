@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark import artifacts as A
 from benchmark.classes import CIW, CLASS_CODES, NUM_CLASSES, THRESHOLD
 
 __all__ = [
@@ -215,11 +216,11 @@ def metrics_from_counts(ng, np_, nc, weights=CIW) -> dict[str, np.ndarray]:
 
 
 def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
-             weights: Any = None, labels: Any = None) -> dict:
+             weights: Any = None, labels: Any = None) -> A.MetricsJSON:
     """Official Sewer-ML metrics of (N, 17) scores against (N, 17) targets.
 
     Returns the official JSON layout (``Labels``, ``LabelWeights``, ``New``, ``Main``,
-    ``Auxillary``) with Python floats on a 0-1 scale; nan stays nan (see :func:`to_jsonable`).
+    ``Auxillary``; :class:`benchmark.artifacts.MetricsJSON`) with Python floats on a 0-1 scale; nan stays nan (see :func:`to_jsonable`).
     AP tie order follows the row order given (the CLI sorts rows by Filename, as the
     official script does).
     """
@@ -237,21 +238,21 @@ def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
         return [float(x) for x in np.asarray(a).ravel()]
 
     return {
-        "Labels": list(labels),
-        "LabelWeights": lst(weights),
-        "New": {
-            "F2": float(m["F2_CIW"]),
-            "F2_class": lst(m["F2"]) + [float(m["F2_Normal"])],
-            "F1_Normal": float(m["F1_Normal"]),
+        A.LABELS: list(labels),
+        A.LABEL_WEIGHTS: lst(weights),
+        A.NEW: {
+            A.F2: float(m["F2_CIW"]),
+            A.F2_CLASS: lst(m["F2"]) + [float(m["F2_Normal"])],
+            A.F1_NORMAL: float(m["F1_Normal"]),
         },
-        "Main": {
+        A.MAIN: {
             "OP": float(m["OP"]), "OR": float(m["OR"]), "OF1": float(m["OF1"]),
             "CP": float(m["CP"]), "CR": float(m["CR"]), "CF1": float(m["CF1"]),
             "MF1": float(m["MF1"]), "mF1": float(m["mF1"]),
             "EMAcc": exact_match_accuracy(s, t, threshold),
             "mAP": mean_average_precision(ap),
         },
-        "Auxillary": {
+        A.AUXILLARY: {
             "P_class": lst(m["P"]), "R_class": lst(m["R"]), "F1_class": lst(m["F1"]),
             "AP": lst(ap), "Np": lst(m["Np"]), "Nc": lst(m["Nc"]), "Ng": lst(m["Ng"]),
         },

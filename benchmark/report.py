@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from benchmark import artifacts as A
 from benchmark.classes import CLASS_NAMES, NORMAL
 
-MAIN_ORDER = ("mF1", "MF1", "OF1", "OP", "OR", "CF1", "CP", "CR", "EMAcc", "mAP")
+MAIN_ORDER = ("mF1", "MF1", "OF1", "OP", "OR", "CF1", "CP", "CR", "EMAcc", A.MAP)
 
 
 def pct(x, na: str = "n/a") -> str:
@@ -40,18 +41,18 @@ def _conf(ci) -> str:
 
 
 def headline_rows(metrics: Mapping, ci: Mapping | None = None, na: str = "n/a") -> list[list[str]]:
-    rows = [["F2-CIW", pct(metrics["New"]["F2"], na)],
-            ["F1-Normal", pct(metrics["New"]["F1_Normal"], na)]]
+    rows = [["F2-CIW", pct(metrics[A.NEW][A.F2], na)],
+            ["F1-Normal", pct(metrics[A.NEW][A.F1_NORMAL], na)]]
     if ci:
-        rows[0].append(_ci_text(ci, "F2_CIW", na))
-        rows[1].append(_ci_text(ci, "F1_Normal", na))
+        rows[0].append(_ci_text(ci, A.F2_CIW, na))
+        rows[1].append(_ci_text(ci, A.F1_NORMAL, na))
     return rows
 
 
 def class_rows(metrics: Mapping, na: str = "n/a", names: bool = True) -> list[list[str]]:
-    labels: Sequence[str] = metrics["Labels"]
-    w = metrics["LabelWeights"]
-    aux, new = metrics["Auxillary"], metrics["New"]
+    labels: Sequence[str] = metrics[A.LABELS]
+    w = metrics[A.LABEL_WEIGHTS]
+    aux, new = metrics[A.AUXILLARY], metrics[A.NEW]
     rows = []
     for k, code in enumerate(list(labels) + [NORMAL]):
         normal = k == len(labels)
@@ -82,7 +83,7 @@ def markdown_table(metrics: Mapping, ci: Mapping | None = None, title: str | Non
         out += [f"## {title}", ""]
     head = ["Metric", "Value"] + ([_conf(ci)] if ci else [])
     out += [_md(head, headline_rows(metrics, ci)), ""]
-    main = metrics["Main"]
+    main = metrics[A.MAIN]
     out += [_md(list(MAIN_ORDER), [[pct(main[k]) for k in MAIN_ORDER]], right_from=0), ""]
     out += [_md(["Class", "Name", "CIW", "P", "R", "F1", "F2", "AP", "Ng"],
                 class_rows(metrics), right_from=2)]
@@ -111,7 +112,7 @@ def latex_table(metrics: Mapping, ci: Mapping | None = None, title: str | None =
         out += [f"% {title}"]
     head = ["Metric", "Value"] + ([_conf(ci)] if ci else [])
     out += [_tex(head, headline_rows(metrics, ci, na="--"), "l" + "r" * (len(head) - 1)), ""]
-    main = metrics["Main"]
+    main = metrics[A.MAIN]
     out += [_tex(list(MAIN_ORDER), [[pct(main[k], "--") for k in MAIN_ORDER]],
                  "r" * len(MAIN_ORDER)), ""]
     out += [_tex(["Class", "CIW", "P", "R", "F1", "F2", "AP", "Ng"],

@@ -1231,13 +1231,14 @@ def set_threads(n: int | None) -> None:
 
 
 def run_workers(search: Search, study, worker_argv: Callable[[int], list[str]]) -> tuple[str, list[int]]:
-    """Start ``search.workers`` processes of the same command on this machine and wait for them.
-    Returns ("done" | "interrupted" | "incomplete", exit codes)."""
+    """``--workers K``: this process is worker 0 and starts K - 1 more processes of the same
+    command on this machine (same study), then waits for them. Returns ("done" | "interrupted"
+    | "timeout" | "incomplete", the other workers' exit codes)."""
     threads = worker_threads(search.tcfg, search.workers)
     gpus = _gpu_list(search.device)
     root = str(Path(__file__).resolve().parents[1])
     procs: list[subprocess.Popen] = []
-    for i in range(search.workers):
+    for i in range(1, search.workers):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         if threads:
@@ -1247,28 +1248,32 @@ def run_workers(search: Search, study, worker_argv: Callable[[int], list[str]]) 
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         procs.append(subprocess.Popen(worker_argv(i), env=env,
                                       preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None))
-    log.info("started %d workers (pids %s%s%s) on study %s", len(procs), ", ".join(str(p.pid) for p in procs),
-             f", {threads} torch threads each" if threads else "",
-             f", GPUs {','.join(gpus)}" if gpus else "", search.study_name)
-    interrupted = False
-    last = time.time()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+    set_threads(threads)
+    search.worker_tag = f"w0@{search.worker_tag}"
+    log.info("%d workers on study %s: this process and pids %s%s%s", search.workers, search.study_name,
+             ", ".join(str(p.pid) for p in procs), f"; {threads} torch threads each" if threads else "",
+             f"; GPUs {','.join(gpus)}" if gpus else "")
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    install_stop_handlers()
+    state = "interrupted"
     try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(0.5)
-            if time.time() - last > 60:
-                last = time.time()
-                t = tally(study.get_trials(deepcopy=False))
-                log.info("%d/%d done (%d pruned, %d failed), %d running", t["done"], search.n_trials,
-                         t["pruned"], t["failed"], t["running"])
+        state = search.work(study)
+        if state != "interrupted":
+            while any(p.poll() is None for p in procs):
+                time.sleep(0.2)
     except KeyboardInterrupt:
-        interrupted = True
+        state = "interrupted"
+    finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log.info("interrupted: stopping the workers (their running trials are queued again)")
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGINT)
+        if state == "interrupted":
+            log.info("interrupted: stopping the workers (their running trials are queued again)")
+            for p in procs:
+                if p.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(signal.SIGINT)
         deadline = time.time() + 120
         for p in procs:
             try:
@@ -1276,6 +1281,8 @@ def run_workers(search: Search, study, worker_argv: Callable[[int], list[str]]) 
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
     codes = [p.returncode for p in procs]
     t = tally(study.get_trials(deepcopy=False))
     if t["done"] >= search.n_trials:
@@ -1283,4 +1290,6 @@ def run_workers(search: Search, study, worker_argv: Callable[[int], list[str]]) 
         if bad:
             log.warning("the study is complete, but %d worker(s) exited with %s", len(bad), bad)
         return "done", codes
-    return ("interrupted" if interrupted else "incomplete"), codes
+    if state == "done":  # this worker saw the count reached, yet the study lost trials since
+        state = "incomplete"
+    return state, codes

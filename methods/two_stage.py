@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.classes import THRESHOLD
 from benchmark.errors import SewerbenchError
 
 MODES = ("replace", "multiply")
-THRESHOLD = 0.5
 
 
 def combine(stage1_probs: np.ndarray, stage2_probs: np.ndarray,

@@ -129,10 +129,21 @@ def test_ablation_table_paired_pvalues():
     paired = {"maq2l_none_full": paired_bootstrap(s_ref, s_bad, y, n=200, seed=0)}
     num, disp = tables.ablation_table(cells, metrics, paired, {"full": "maq2l_full"})
     r = num.set_index("run")
-    expect = 100 * (metrics["maq2l_none_full"]["val"]["New"]["F2"] - metrics["maq2l_full"]["val"]["New"]["F2"])
-    assert r.loc["maq2l_none_full", "delta_f2"] == pytest.approx(expect)
-    p = paired["maq2l_none_full"]["metrics"]["F2_CIW"]["p_value"]
-    assert r.loc["maq2l_none_full", "p_f2"] == pytest.approx(p) and 0 < p <= 1
+    # delta (cell minus reference, in %) and p-values equal a paired bootstrap written in the test
+    import indep_stats as I
+
+    mine = I.paired(s_ref, s_bad, y, 200, 0)
+    for name, short in (("F2_CIW", "f2"), ("F1_Normal", "f1")):
+        e = mine[name]
+        assert r.loc["maq2l_none_full", f"delta_{short}"] == pytest.approx(100 * e["delta"], abs=1e-9)
+        assert r.loc["maq2l_none_full", f"p_{short}"] == pytest.approx(e["p_value"], abs=1e-12)
+        got = paired["maq2l_none_full"]["metrics"][name]
+        assert got["ci"] == pytest.approx(e["ci"], abs=1e-12)
+    assert mine["F2_CIW"]["delta"] < 0 and mine["F2_CIW"]["p_value"] < 0.05   # the noisy cell is worse
+    d = disp.set_index(disp["Run"].str.replace(" (reference)", "", regex=False))
+    assert d.loc["maq2l_none_full", "dF2 vs ref"] == f"{100 * mine['F2_CIW']['delta']:.2f}"
+    assert d.loc["maq2l_none_full", "p (F2)"] == f"{mine['F2_CIW']['p_value']:.3f}"
+    assert d.loc["maq2l_none_full", "dF1 vs ref"] == f"{100 * mine['F1_Normal']['delta']:.2f}"
     assert bool(r.loc["maq2l_full", "reference"]) and pd.isna(r.loc["maq2l_full", "p_f2"])
     assert pd.isna(r.loc["maq2l_ma_sub", "val_f2"])  # not evaluated yet: empty, no crash
     assert list(disp["MA"]) == ["yes", "no", "yes"] and list(disp["LC"]) == ["yes", "no", "no"]

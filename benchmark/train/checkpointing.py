@@ -43,7 +43,13 @@ def _plain(obj: Any, where: str) -> Any:
         if obj.layout != torch.strided:
             raise SewerbenchError(f"checkpoint: {where}: {obj.layout} tensors are not supported")
         return obj
-    if isinstance(obj, (torch.dtype, torch.device)) or isinstance(obj, _SCALARS):
+    try:
+        import numpy as np
+        if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":  # before float: np.float64 is one
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, (torch.dtype, torch.device)) or type(obj) in _SCALARS:
         return obj
     if isinstance(obj, collections.Counter):
         return collections.Counter({_plain(k, where): _plain(v, f"{where}.{k}") for k, v in obj.items()})
@@ -55,12 +61,6 @@ def _plain(obj: Any, where: str) -> Any:
         return type(obj)(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
     if isinstance(obj, torch.Size):
         return obj
-    try:
-        import numpy as np
-        if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
-            return obj.item()
-    except ImportError:  # pragma: no cover
-        pass
     raise SewerbenchError(f"checkpoint: {where}: {type(obj).__module__}.{type(obj).__qualname__} is not "
                           "plain data (tensors, numbers, strings, lists, dicts); convert it before saving")
 

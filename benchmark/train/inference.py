@@ -44,7 +44,7 @@ def score_frame(cfg: RunConfig, model, df, images, device=None, ctx=None,
                 batch_size: int | None = None) -> tuple[list[str], np.ndarray]:
     """(filenames, probabilities (N, C) float64) of ``model`` on the rows of ``df``."""
     if cfg.kind == "sklearn":
-        from benchmark.train.sklearn_run import sklearn_predict
+        from benchmark.train.sklearn_io import sklearn_predict
 
         return sklearn_predict(model, df, images, cfg)
     ds = make_dataset(df, images, cfg, train=False)
@@ -80,7 +80,7 @@ def load_run(out_dir: str | Path, device: str | None = None):
     cfg = RunConfig.from_dict(raw, where=str(cfg_path))
     dev = resolve_device(device or cfg.runtime.device)
     if cfg.kind == "sklearn":
-        from benchmark.train.sklearn_run import load_sklearn
+        from benchmark.train.sklearn_io import load_sklearn
 
         return cfg, load_sklearn(out_dir), dev
     train_targets = None

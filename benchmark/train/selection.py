@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.classes import THRESHOLD
 from benchmark.config import RunConfig
-
-THRESHOLD = 0.5
 
 
 def better(a: float | None, b: float | None, mode: str) -> bool:
