@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test check clean
+.PHONY: install repro test check clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ repro: install
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 	PATH="$(abspath $(VENV))/bin:$$PATH" sewerbench check
+
+# Mutation testing (not part of `make test` / .ci/run): plants a fixed list of bugs, one at a
+# time, in a temporary copy of the tree and reports killed/survived (tests/mutation/run_mutants.py).
+mutants: install
+	$(PY) tests/mutation/run_mutants.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

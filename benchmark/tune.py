@@ -81,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "poll_seconds": 2.0,
     "threads_per_worker": None,
     "keep_checkpoints": False,
+    "plots": True,
     "spaces": {},
 }
 
@@ -914,7 +915,7 @@ class Search:
                     (self.out / f).unlink()
             notes.append("no completed trial yet: no best.yaml")
         self._write_csv(study)
-        plots = self._write_plots(study, notes)
+        plots = self._write_plots(study, notes) if self.tcfg.get("plots", True) else []
         atomic_write_text(self.out / "summary.md", self._summary_md(trials, t, best, plots, notes, wall_seconds))
         return result
 

@@ -194,3 +194,34 @@ def test_best_checkpoint_is_the_selected_model_at_best_epoch(tiny, tmp_path, mon
     assert list(sc["Filename"]) == list(gt["Filename"])
     m = M.evaluate(sc[list(CLASS_CODES)].to_numpy(), gt[list(CLASS_CODES)].to_numpy())
     assert m["Main"]["mAP"] == pytest.approx(s["selection_score"], abs=1e-12)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_the_best_epoch_keeps_the_selection(tiny, tmp_path):
+    """Killed right after the best epoch (3 of 4) and resumed: the last, worse epoch must not
+    replace the best model; summary, best.pt and scores equal the uninterrupted run's."""
+    from benchmark.train import checkpointing as ck
+
+    _, params = tiny
+    over = {"epochs": 4, "optimizer": {"lr": 3e-3}, "ema": {"decay": 0.5}}
+    full = train_run(resolve_run(params, "tiny", over), tmp_path / "full")
+    assert full["best_epoch"] == 3 and full["epochs_run"] == 4
+
+    def kill(epoch, row):
+        if epoch == 2:
+            raise _Killed()
+
+    with pytest.raises(_Killed):
+        train_run(resolve_run(params, "tiny", over), tmp_path / "res", callback=kill)
+    assert not (tmp_path / "res/scores_val.csv").exists()
+    res = train_run(resolve_run(params, "tiny", over), tmp_path / "res", resume=True)
+    for k in ("best_epoch", "selected_model", "selection_score", "epochs_run"):
+        assert res[k] == full[k], k
+    a, b = ck.load(tmp_path / "full" / ck.BEST), ck.load(tmp_path / "res" / ck.BEST)
+    sa, sb = a.get("state_dict", a), b.get("state_dict", b)
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    for f in ("scores_val.csv", "scores_test.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "res" / f).read_bytes()

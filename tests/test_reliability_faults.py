@@ -41,7 +41,7 @@ import os, signal, sys, torch
 _real, _calls = torch.save, {"n": 0}
 def _dying(obj, f, *a, **k):
     name = os.path.basename(str(f))
-    if name.startswith("." + TARGET + "."):
+    if name == TARGET or name.startswith("." + TARGET + "."):  # the file itself or its temp
         _calls["n"] += 1
         if _calls["n"] == WHEN:
             _real(obj, f, *a, **k)

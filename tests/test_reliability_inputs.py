@@ -115,7 +115,7 @@ def _synth_src(env: Env) -> Path:
 
 
 CASES = [
-    # ---- synth (17)
+    # ---- synth (18)
     ("synth", "params-is-folder", lambda e: e.synth(params=e.folder), "--params is a folder"),
     ("synth", "params-missing", lambda e: e.synth(params=e.root / "nope.yaml"), "no such parameter file"),
     ("synth", "params-bad-yaml", lambda e: e.synth(params=e.yaml("bad.yaml", "synth: [1, 2\n")), "invalid YAML"),
@@ -142,7 +142,7 @@ CASES = [
      "--calibration-out is a folder"),
     ("synth", "calibrate-unknown-key", lambda e: e.synth(params=e.yaml("c.yaml", "synth:\n  calibrate: {epoks: 2}\n")),
      "synth.calibrate.epoks: unknown key (did you mean epochs?)"),
-    # ---- prepare (8)
+    # ---- prepare (9)
     ("prepare", "source-missing", lambda e: e.prepare("--source", str(e.root / "nosrc"), "--out", str(e.out / "p")),
      "--source: no such folder"),
     ("prepare", "source-is-file", lambda e: e.prepare("--source", str(e.file), "--out", str(e.out / "p")),
@@ -178,7 +178,7 @@ CASES = [
     ("combine", "out-under-a-file", lambda e: e.combine(out=e.file / "c.csv"), "a_file.txt is a file"),
     ("combine", "scores-out-of-range", lambda e: e.combine(s2=_scores_csv(e.root / "r2.csv", value="1.5")),
      "probabilities in [0, 1]"),
-    # ---- check (11)
+    # ---- check (12)
     ("check", "case-typo", lambda e: ["check", "--reference-dir", str(e.ref), "--case", "evalute_a"],
      "--case: unknown case 'evalute_a' (did you mean 'evaluate_a'?)"),
     ("check", "update-case-typo", lambda e: ["check", "--reference-dir", str(e.ref), "--update", "--case", "tiny"],
@@ -202,7 +202,7 @@ CASES = [
     ("check", "reference-dir-is-file", lambda e: ["check", "--reference-dir", str(e.file)], "--reference-dir is a file"),
     ("check", "unknown-case-in-file", lambda e: ["check", "--reference-dir", str(e.ref_with("unk", {"cases": {
         "evaluate_z": {"expected": {"mAP": 1}}}}))], "cases: unknown case 'evaluate_z'"),
-    # ---- tables (10)
+    # ---- tables (12)
     ("tables", "metrics-missing", lambda e: e.tables(metrics=e.root / "nometrics"), "--metrics: no such folder"),
     ("tables", "metrics-empty", lambda e: e.tables(metrics=e.folder), "no metrics files"),
     ("tables", "metrics-is-file", lambda e: e.tables(metrics=e.file), "--metrics: is a file"),

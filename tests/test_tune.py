@@ -22,6 +22,7 @@ from benchmark.cli import main
 from benchmark.errors import SewerbenchError
 
 GOOD, BAD, NAN = 3e-2, 1e-9, 1e30  # lr: learns / stays at its start / loss NaN at step 2
+FAMILIES = ("tiny", "q2l")  # the tiny run's family: tiny_cnn's, or q2l's with a model_target
 
 
 def _tune_section(**over):
@@ -29,8 +30,11 @@ def _tune_section(**over):
            "heartbeat": {"interval": 1, "grace": 2, "max_retry": 2},
            "sampler": {"n_startup_trials": 3, "population_size": 4},
            "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-           "spaces": {"q2l": {"optimizer.lr": {"type": "categorical", "choices": [GOOD, BAD]},
-                              "loss.gamma_neg": {"type": "float", "low": 0.0, "high": 4.0}}}}
+           "spaces": {}}
+    space = {"optimizer.lr": {"type": "categorical", "choices": [GOOD, BAD]},
+             "loss.gamma_neg": {"type": "float", "low": 0.0, "high": 4.0}}
+    for family in FAMILIES:
+        sec["spaces"][family] = copy.deepcopy(space)
     sec.update(over)
     return sec
 
@@ -160,7 +164,8 @@ def test_trial_seeded_sampler_depends_on_trial_number_only():
 def test_nan_trial_is_failed_with_its_reason_and_the_study_goes_on(tiny, tmp_path):
     _, params = tiny
     p = copy.deepcopy(params)
-    p["tune"]["spaces"]["q2l"]["optimizer.lr"]["choices"] = [GOOD, NAN]
+    for family in FAMILIES:
+        p["tune"]["spaces"][family]["optimizer.lr"]["choices"] = [GOOD, NAN]
     out = tmp_path / "out"
     _precreate(out, enqueue=[{"optimizer.lr": NAN, "loss.gamma_neg": 1.0}])
     assert _tune(_write(tmp_path, p), out, "--trials", "3") == 0

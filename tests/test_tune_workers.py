@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -35,6 +36,12 @@ TESTS = Path(__file__).resolve().parent
 STUDY = "tiny-mAP"
 
 
+@pytest.fixture(autouse=True)
+def _workers_import_tinyrun(monkeypatch):
+    """Worker processes started by an in-process `tune --workers 2` must import tests/tinyrun."""
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
@@ -44,9 +51,12 @@ def setup(tmp_path_factory):
     params["tune"] = {"seed": 0, "objective": "mAP", "poll_seconds": 0.3,
                       "heartbeat": {"interval": 1, "grace": 3, "max_retry": 3},
                       "sampler": {"n_startup_trials": 3},
-                      "pruner": {"name": "none"},
-                      "spaces": {"q2l": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
-                                         "loss.gamma_neg": {"type": "float", "low": 0.0, "high": 4.0}}}}
+                      "pruner": {"name": "none"}, "plots": False,
+                      "spaces": {}}
+    for family in ("tiny", "q2l"):  # tiny_cnn's family, or q2l's with a model_target
+        params["tune"]["spaces"][family] = {
+            "optimizer.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+            "loss.gamma_neg": {"type": "float", "low": 0.0, "high": 4.0}}
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -82,15 +92,15 @@ def _check_complete(study, trials):
 
 def test_two_workers_on_one_sqlite_study(setup, tmp_path):
     out = tmp_path / "out"
-    assert main(_args(setup, out, None, 5, 2)) == 0
-    trials, t = _check_complete(_load(f"sqlite:///{out / 'study.db'}"), 5)
-    assert t["complete"] == 5 and len(trials) == 5
+    assert main(_args(setup, out, None, 6, 2) + ["--set", "epochs=3"]) == 0
+    trials, t = _check_complete(_load(f"sqlite:///{out / 'study.db'}"), 6)
+    assert t["complete"] == 6 and len(trials) == 6
     workers = {tr.user_attrs["worker"].split("@")[0] for tr in trials}
     assert workers == {"w0", "w1"}, workers  # both processes ran trials
     assert (out / "best.yaml").is_file() and (out / "summary.md").is_file()
 
 
-def _kill_mid_trial(cmd, storage, timeout=180):
+def _kill_mid_trial(cmd, storage, out, timeout=180):
     """Start ``cmd``; SIGKILL its whole process group once a trial has reported an epoch."""
     proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -100,6 +110,8 @@ def _kill_mid_trial(cmd, storage, timeout=180):
             time.sleep(0.2)
             if proc.poll() is not None:
                 pytest.fail(f"tune exited before it could be killed: {proc.stderr.read()[-2000:]}")
+            if not (out / "trials").is_dir():  # the study (and its tables) exist once a trial trains
+                continue
             try:
                 running = [t for t in _load(storage).get_trials(deepcopy=False)
                            if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
@@ -108,7 +120,7 @@ def _kill_mid_trial(cmd, storage, timeout=180):
             if running:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return [t.number for t in running]
+                return running[0].number
         pytest.fail("no trial started in time")
     finally:
         if proc.poll() is None:
@@ -116,17 +128,17 @@ def _kill_mid_trial(cmd, storage, timeout=180):
             proc.wait()
 
 
-def _sigkill_and_resume(setup, out, storage, trials=4):
-    cmd = [sys.executable, "-m", "benchmark"] + _args(setup, out, storage, trials, 2)
-    killed = _kill_mid_trial(cmd, storage)
+def _sigkill_and_resume(setup, out, storage, trials=4, workers=1):
+    cmd = [sys.executable, "-m", "benchmark"] + _args(setup, out, storage, trials, workers)
+    mid = _kill_mid_trial(cmd, storage, out)
     study = _load(storage)
     before = study.get_trials()
     numbers = [t.number for t in before]
     assert len(numbers) == len(set(numbers))
-    assert all(before[n].state == optuna.trial.TrialState.RUNNING for n in killed)
-    assert tune.tally(before)["done"] < trials
-    # the same command again: the dead worker's trial goes stale, fails, is retried
-    assert main(_args(setup, out, storage, trials, 2)) == 0
+    killed = [t.number for t in before if t.state == optuna.trial.TrialState.RUNNING]
+    assert mid in killed and tune.tally(before)["done"] < trials
+    # the same command again: the dead worker's trials go stale, are failed and retried
+    assert main(_args(setup, out, storage, trials, workers)) == 0
     after, t = _check_complete(_load(storage), trials)
     for n in killed:
         assert after[n].state == optuna.trial.TrialState.FAIL and tune.classify(after[n]) == "lost"
@@ -136,11 +148,29 @@ def _sigkill_and_resume(setup, out, storage, trials=4):
     assert "lost (worker died, retried) %d" % len(killed) in (out / "summary.md").read_text()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_sigkill_mid_trial_then_resume(setup, tmp_path, kind):
+def test_sigkill_mid_trial_then_resume(setup, tmp_path):
     out = tmp_path / "out"
-    storage = f"sqlite:///{out / 'study.db'}" if kind == "sqlite" else f"journal://{tmp_path / 'shared' / 'study.log'}"
-    _sigkill_and_resume(setup, out, storage)
+    _sigkill_and_resume(setup, out, f"sqlite:///{out / 'study.db'}")
+
+
+def test_journal_storage_heartbeat_fails_and_retries_a_silent_trial(setup, tmp_path):
+    """Optuna's file journal has no heartbeat of its own: sewerbench's fails a RUNNING trial
+    whose worker went silent (here: one that never beats) and retries its parameters."""
+    out, storage = tmp_path / "out", f"journal://{tmp_path / 'shared' / 'study.log'}"
+    assert main(_args(setup, out, storage, 1, 1)) == 0
+    study = _load(storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize": the point
+        orphan = study.ask()  # RUNNING, no worker behind it
+    orphan.suggest_float("optimizer.lr", 1e-3, 3e-2, log=True)
+    orphan.suggest_float("loss.gamma_neg", 0.0, 4.0)
+    time.sleep(3.5)  # > grace
+    assert main(_args(setup, out, storage, 3, 1)) == 0
+    after, t = _check_complete(_load(storage), 3)
+    assert tune.classify(after[orphan.number]) == "lost" and t["lost"] == 1
+    retry = [x for x in after if x.system_attrs.get("failed_trial") == orphan.number]
+    assert retry and retry[0].params == after[orphan.number].params
+    assert retry[0].state == optuna.trial.TrialState.COMPLETE
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -204,7 +234,7 @@ def test_postgresql_two_workers_sigkill_and_resume(setup, tmp_path, postgres):
     """The multi-machine set-up on one machine: every worker talks to the server; a bare
     postgresql:// URL works too (psycopg 3 is picked when psycopg2 is absent)."""
     out = tmp_path / "out"
-    _sigkill_and_resume(setup, out, postgres)
+    _sigkill_and_resume(setup, out, postgres, workers=2)
     md = (out / "summary.md").read_text()
     assert "postgresql+psycopg://postgres@127.0.0.1" in md
     assert tune.parse_storage(postgres.replace("+psycopg", ""), out).url.startswith(("postgresql+psycopg://",

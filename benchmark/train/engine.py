@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from benchmark.config import RunConfig
-from benchmark.train import distributed
+import benchmark.train.distributed as distributed
 
 
 def train_run(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike, resume: bool = False,

@@ -65,7 +65,7 @@ def predict_splits(cfg: RunConfig, model, images, device, ctx, out_dir: Path) ->
 
 def load_run(out_dir: str | Path, device: str | None = None):
     """(cfg, model on device, device) of a finished run."""
-    from benchmark.train import checkpointing as ck
+    import benchmark.train.checkpointing as ck
     from benchmark.train.distributed import resolve_device
     from methods.registry import get_spec
 

@@ -25,7 +25,7 @@ from benchmark import seed as seeding
 from benchmark.config import RunConfig
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_write_json
-from benchmark.train import checkpointing as ck
+import benchmark.train.checkpointing as ck
 from benchmark.train.data import EpochSeeded, image_source, make_dataset, targets_of, train_val_frames
 from benchmark.train.ema import ModelEma
 from benchmark.train.inference import predict_splits

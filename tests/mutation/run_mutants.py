@@ -52,6 +52,7 @@ BOOT = "tests/test_bootstrap.py"
 LOSSES = "tests/test_losses.py"
 EMA_UNIT = "tests/test_train_optim.py::test_ema_update_math"
 RESUME = "tests/test_train_engine.py::test_killed_and_resumed_equals_uninterrupted"
+RESUME_BEST = "tests/test_engine_invariants.py::test_resume_after_the_best_epoch_keeps_the_selection"
 COMPARE = "tests/test_evaluate.py::test_compare_command"
 ABLATION = "tests/test_tables.py::test_ablation_table_paired_pvalues"
 
@@ -165,15 +166,15 @@ MUTANTS: list[Mutant] = [
     Mutant("resume_without_ema", "benchmark/train/loop.py",
            '            self.ema.module.load_state_dict(st["ema"])',
            "            pass",
-           (RESUME,), "resume does not restore the EMA weights"),
+           (RESUME, RESUME_BEST), "resume does not restore the EMA weights"),
     Mutant("resume_without_selection", "benchmark/train/loop.py",
            'self.selector = Selector(self.cfg, st["selection"])',
            "self.selector = Selector(self.cfg)",
-           (RESUME,), "resume forgets the best score so far"),
+           (RESUME, RESUME_BEST), "resume forgets the best score so far"),
     Mutant("resume_without_optimizer", "benchmark/train/loop.py",
            '        self.optimizer.load_state_dict(st["optimizer"])\n',
            "",
-           (RESUME,), "resume does not restore the optimiser state"),
+           (RESUME, RESUME_BEST), "resume does not restore the optimiser state"),
 ]
 
 
