@@ -46,8 +46,10 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, i: int):
         try:
+            from benchmark.data.images import to_rgb
+
             with Image.open(self.paths[i]) as img:
-                x = self.transform(img.convert("RGB"))
+                x = self.transform(to_rgb(img, self.paths[i]))
             return x, i, ""
         except Exception as exc:  # reported by the main process with the file name
             return torch.zeros(0), i, f"{type(exc).__name__}: {exc}"

@@ -710,11 +710,18 @@ class Search:
         over["selection"] = self.objectives[0]
         return over
 
+    def run_overrides(self, values: Mapping[str, Any]) -> dict:
+        """What a trial resolves with: :meth:`trial_overrides`, progress bars off (K workers
+        would interleave them) unless ``--set progress=...``."""
+        over = self.trial_overrides(values)
+        over.setdefault("progress", False)
+        return over
+
     def _resolve(self, values: Mapping[str, Any], where: str):
         from benchmark.config import resolve_run
 
         try:
-            return resolve_run(self.params, self.run_name, overrides=self.trial_overrides(values))
+            return resolve_run(self.params, self.run_name, overrides=self.run_overrides(values))
         except SewerbenchError as exc:
             raise SewerbenchError(f"{where}: {exc}") from None
 
@@ -812,7 +819,7 @@ class Search:
         from benchmark.train.engine import train_run
 
         try:
-            cfg = self._resolve_run(self.params, self.run_name, overrides=self.trial_overrides(values))
+            cfg = self._resolve_run(self.params, self.run_name, overrides=self.run_overrides(values))
             summary = train_run(cfg, out, callback=callback)
             result = objective_values(rows or [summary.get("final") or {}], self.objectives)
         except optuna.TrialPruned:
@@ -1189,18 +1196,19 @@ def worker_threads(tcfg: Mapping[str, Any], workers: int) -> int | None:
 
 
 def _gpu_list(device: str) -> list[str]:
-    """The GPUs to share out among workers (CUDA_VISIBLE_DEVICES or all visible ones)."""
-    if device.startswith("cpu") or (device.startswith("cuda:")):
+    """The GPUs to deal out among workers: CUDA_VISIBLE_DEVICES, else nvidia-smi's list (not
+    torch: initialising CUDA here would pin this process before its own share is set)."""
+    if device.startswith("cpu") or device.startswith("cuda:"):
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [g for g in env.split(",") if g.strip()]
+        return [g.strip() for g in env.split(",") if g.strip()]
     try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
         return []
+    return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child

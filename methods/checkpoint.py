@@ -9,9 +9,11 @@ other pickled object is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,47 @@ log = logging.getLogger(__name__)
 _MAX_LISTED = 8
 
 
-def _numpy_safe_globals() -> list:
+#: Top-level key of the integrity block (``{"format": 2, "sha256": hex}``) of our checkpoints.
+INTEGRITY_KEY = "__integrity__"
+
+
+def _feed(h, obj: Any) -> None:
+    """Hash ``obj`` canonically (type tags, lengths, tensor dtype/shape/bytes)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        h.update(b"T" + str(t.dtype).encode() + repr(tuple(t.shape)).encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        return
+    if isinstance(obj, dict):
+        h.update(b"D" + type(obj).__name__.encode() + struct.pack("<q", len(obj)))
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+        return
+    if isinstance(obj, (list, tuple)):
+        h.update(b"L" + type(obj).__name__.encode() + struct.pack("<q", len(obj)))
+        for v in obj:
+            _feed(h, v)
+        return
+    if isinstance(obj, bytes):
+        h.update(b"B" + struct.pack("<q", len(obj)) + obj)
+        return
+    text = repr(obj).encode()
+    h.update(b"S" + type(obj).__name__.encode() + struct.pack("<q", len(text)) + text)
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 (hex) of a checkpoint payload, independent of how the file is laid out."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def numpy_safe_globals() -> list:
     import numpy as np
     try:
         from numpy._core import multiarray as ma
@@ -48,7 +90,7 @@ def load_weights_only(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise SewerbenchError(f"{path}: checkpoint file not found")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = " ".join(str(exc).split())
@@ -71,9 +113,7 @@ def load_weights_only(path: str | os.PathLike) -> Any:
 
 
 def _verified(obj: Any, path: Path) -> Any:
-    """Our own checkpoints carry an integrity digest (benchmark.train.checkpointing): check it."""
-    from benchmark.train.checkpointing import INTEGRITY_KEY, digest
-
+    """Our own checkpoints carry an integrity digest (written by benchmark.train.checkpointing): check it."""
     if isinstance(obj, dict) and INTEGRITY_KEY in obj:
         obj = dict(obj)
         block = obj.pop(INTEGRITY_KEY)

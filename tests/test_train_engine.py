@@ -230,7 +230,7 @@ def test_sklearn_myrans(tiny, tmp_path):
     s = _train(params, "myrans", tmp_path / "m", over)
     val = pd.read_csv(tmp_path / "m/scores_val.csv")
     assert tuple(val.columns) == SCORE_COLUMNS and len(val) == 32
-    assert (tmp_path / "m/model.pkl").is_file() and (tmp_path / "m/dvclive/metrics.json").is_file()
+    assert (tmp_path / "m/model.skops").is_file() and (tmp_path / "m/dvclive/metrics.json").is_file()
     assert s["train_images"] == 64
     _train(params, "myrans_binary", tmp_path / "mb", over)
     assert list(pd.read_csv(tmp_path / "mb/scores_test.csv").columns) == ["Filename", "Defect"]

@@ -26,8 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of images (searched recursively)")
     p.add_argument("--image-size", type=int, default=448, metavar="N",
                    help="resize to N x N (a multiple of 32; default 448)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B",
-                   help="batch size (default 1, as the MA-Q2L reference inference)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="batch size (checkpoint mode: default 1, as the MA-Q2L reference inference; "
+                        "--run: default the run's eval batch; scores do not depend on it)")
     p.add_argument("--mask-tiling", choices=["reference", "per_sample"], default="reference",
                    help="MA-Q2L mask tiling over heads; 'reference' reproduces the authors' code, whose "
                         "output at batch > 1 depends on the batch composition (default reference)")
@@ -40,17 +41,22 @@ def add_arguments(p) -> None:
 
 
 def _run_mode(args) -> int:
+    from benchmark.io import check_not_inside_inputs, check_output_file
     from benchmark.train.inference import predict_run
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SewerbenchError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if not args.csv:
         raise SewerbenchError("--run needs --csv SPLIT.csv (the images to score)")
     if not (Path(args.run) / "config.json").is_file():
         raise SewerbenchError(f"{args.run}: not a finished run folder (no config.json)")
     if not Path(args.csv).is_file():
         raise SewerbenchError(f"{args.csv}: no such file")
-    if Path(args.out).is_dir():
-        raise SewerbenchError(f"{args.out}: --out is a directory, expected a file path")
-    names, _ = predict_run(args.run, args.csv, args.out, device=args.device)
+    check_output_file(args.out)
+    run = Path(args.run)
+    check_not_inside_inputs(args.out, [("--csv", args.csv), ("--run best.pt", run / "best.pt"),
+                                       ("--run config.json", run / "config.json")])
+    names, _ = predict_run(args.run, args.csv, args.out, batch_size=args.batch_size, device=args.device)
     log.info("wrote %d rows to %s", len(names), args.out)
     return 0
 
@@ -68,6 +74,7 @@ def run(args) -> int:
 
     if args.image_size <= 0 or args.image_size % 32:
         raise SewerbenchError(f"--image-size: must be a positive multiple of 32, got {args.image_size}")
+    args.batch_size = 1 if args.batch_size is None else args.batch_size
     if args.batch_size < 1:
         raise SewerbenchError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.workers < 0:

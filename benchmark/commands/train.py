@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/RUN)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt when it exists (else start fresh)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a finished run in OUT, or a folder that another command made")
     p.add_argument("--seed", type=int, default=None, help="override the seed of params.yaml")
     p.add_argument("--profile", default=None, help="override params.yaml's profile (smoke | paper)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.train import train_run
 
     out = args.out or f"runs/{args.run}"
-    summary = train_run(cfg, out, resume=args.resume)
+    summary = train_run(cfg, out, resume=args.resume, force=args.force)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     log.info("%s: best epoch %s (%s %s = %.4f), %.1f train images/s, wall %.1f s -> %s",

@@ -26,12 +26,11 @@ from typing import Any
 import torch
 
 from benchmark.errors import SewerbenchError
+from methods.checkpoint import INTEGRITY_KEY, digest, numpy_safe_globals
 from benchmark.io import atomic_path, remove_stale_temps
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-#: Top-level key of the integrity block (``{"format": 2, "sha256": hex}``), removed by :func:`load`.
-INTEGRITY_KEY = "__integrity__"
 FORMAT = 2
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
@@ -65,42 +64,6 @@ def _plain(obj: Any, where: str) -> Any:
                           "plain data (tensors, numbers, strings, lists, dicts); convert it before saving")
 
 
-def _feed(h, obj: Any) -> None:
-    """Hash ``obj`` canonically (type tags, lengths, tensor dtype/shape/bytes)."""
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        t = t.contiguous()
-        h.update(b"T" + str(t.dtype).encode() + repr(tuple(t.shape)).encode())
-        if t.numel():
-            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-        return
-    if isinstance(obj, dict):
-        h.update(b"D" + type(obj).__name__.encode() + struct.pack("<q", len(obj)))
-        for k, v in obj.items():
-            _feed(h, k)
-            _feed(h, v)
-        return
-    if isinstance(obj, (list, tuple)):
-        h.update(b"L" + type(obj).__name__.encode() + struct.pack("<q", len(obj)))
-        for v in obj:
-            _feed(h, v)
-        return
-    if isinstance(obj, bytes):
-        h.update(b"B" + struct.pack("<q", len(obj)) + obj)
-        return
-    text = repr(obj).encode()
-    h.update(b"S" + type(obj).__name__.encode() + struct.pack("<q", len(text)) + text)
-
-
-def digest(obj: Any) -> str:
-    """SHA-256 (hex) of a checkpoint payload, independent of how the file is laid out."""
-    h = hashlib.sha256()
-    _feed(h, obj)
-    return h.hexdigest()
-
-
 def save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` plain data + tensors with an integrity digest to a temporary file, then
     rename: a crash never leaves a torn file, and the result loads with ``weights_only=True``."""
@@ -119,8 +82,7 @@ def save(obj: Any, path: str | os.PathLike) -> None:
 def _legacy_numpy_globals() -> list:
     """numpy arrays / scalars / dtypes: data-only globals of checkpoints written before format 2
     (their RNG state held a numpy array). Reconstructing them runs no stored code."""
-    from methods.checkpoint import _numpy_safe_globals
-    return _numpy_safe_globals()
+    return numpy_safe_globals()
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:

@@ -53,7 +53,38 @@ def train_val_frames(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
                            rt.max_train_images, derive_seed(cfg.seed, "subsample"), data.train_csv)
     val_df = select_rows(read_frame(data.val_csv, True), cfg.train_on,
                          rt.max_eval_images, derive_seed(cfg.seed, "subsample-val"), data.val_csv)
+    frames = {"train": (str(data.train_csv), train_df), "val": (str(data.val_csv), val_df)}
+    if data.test_csv and Path(data.test_csv).is_file():
+        frames["test"] = (str(data.test_csv), read_frame(data.test_csv, False))
+    check_no_leak(frames, f"run {cfg.run}")
+    log_class_counts(f"run {cfg.run}: train", train_df)
+    log_class_counts(f"run {cfg.run}: val", val_df)
     return train_df, val_df
+
+
+def check_no_leak(frames: dict[str, tuple[str, pd.DataFrame]], where: str) -> None:
+    """Refuse a run whose splits share images (train/val/test leak, or val identical to train)."""
+    names = {k: (path, set(df["Filename"])) for k, (path, df) in frames.items()}
+    keys = list(names)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            (pa, na), (pb, nb) = names[a], names[b]
+            if pa == pb or not (na and nb):
+                continue
+            both = na & nb
+            if both:
+                first = ", ".join(sorted(both)[:3])
+                raise SewerbenchError(f"{where}: {len(both)} image(s) are in both the {a} split ({pa}) and the "
+                                      f"{b} split ({pb}), e.g. {first}: a leak between splits")
+
+
+def log_class_counts(name: str, df: pd.DataFrame) -> None:
+    from benchmark.data.annotations import label_matrix
+
+    y = label_matrix(df)
+    counts = ", ".join(f"{c} {int(n)}" for c, n in zip(CLASS_CODES, y.sum(axis=0)))
+    log.info("%s: %d images, %d normal; positives per class: %s", name, len(df), int((y.max(axis=1) == 0).sum()),
+             counts)
 
 
 def targets_of(df: pd.DataFrame, binary: bool) -> np.ndarray:

@@ -16,16 +16,34 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from benchmark.config import RunConfig
+from benchmark.errors import SewerbenchError
 import benchmark.train.distributed as distributed
 
 
+def prepare_run_dir(cfg: RunConfig, out_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse an output folder that is, holds or lies inside an input, a folder that another
+    command made, and a finished run (unless resumed, a no-op, or ``force``)."""
+    from benchmark.artifacts import TRAIN_SUMMARY_FILE
+    from benchmark.io import check_disjoint_from_inputs, check_replaceable_dir
+
+    d = cfg.data
+    check_disjoint_from_inputs(out_dir, [("data.prepared", d.prepared), ("data.images", d.images),
+                                         ("data.cache", d.cache)])
+    check_replaceable_dir(out_dir, "train", force=force,
+                          recognise=lambda p: (p / "config.json").is_file() or (p / "checkpoint.pt").is_file())
+    if (out_dir / TRAIN_SUMMARY_FILE).is_file() and not (resume or force):
+        raise SewerbenchError(f"{out_dir}: holds a finished run ({TRAIN_SUMMARY_FILE}); resume it (--resume), "
+                              "choose another --out, or replace it with --force")
+
+
 def train_run(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike, resume: bool = False,
-              callback: Callable[[int, dict], None] | None = None) -> dict:
+              callback: Callable[[int, dict], None] | None = None, force: bool = False) -> dict:
     """Train run ``cfg`` into ``out_dir``; returns the train summary dict.
 
     ``resume``: continue from ``out_dir/checkpoint.pt`` when it exists (else start fresh).
     ``callback(epoch, row)`` runs after every epoch's checkpoint with the epoch's history row
     (it may raise, e.g. ``optuna.TrialPruned``; the run folder then holds that epoch's checkpoint).
+    ``force``: replace a finished run or a folder that another command made.
     """
     from benchmark.train.loop import Trainer
     from benchmark.train.sklearn_run import train_sklearn
@@ -33,6 +51,7 @@ def train_run(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike, re
     if not isinstance(cfg, RunConfig):
         cfg = RunConfig.from_dict(cfg)
     out_dir = Path(out_dir)
+    prepare_run_dir(cfg, out_dir, resume, force)
     if cfg.kind == "sklearn":
         return train_sklearn(cfg, out_dir)
     ctx = distributed.init(cfg.runtime.device)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from benchmark import seed as seeding
 from benchmark.config import RunConfig
 from benchmark.errors import SewerbenchError
-from benchmark.io import atomic_write_json
+from benchmark.io import atomic_write_json, claim_dir
 import benchmark.train.checkpointing as ck
 from benchmark.train.data import EpochSeeded, image_source, make_dataset, targets_of, train_val_frames
 from benchmark.train.ema import ModelEma
@@ -61,9 +61,6 @@ class Trainer:
     def setup(self) -> None:
         cfg, ctx, rt = self.cfg, self.ctx, self.cfg.runtime
         seeding.seed_everything(cfg.seed, rt.deterministic)
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.out / "config.json", cfg.to_dict())
         gb = cfg.batch_size
         if gb % ctx.world_size:
             raise SewerbenchError(f"run {cfg.run}: batch_size {gb} is not divisible by the "
@@ -116,6 +113,10 @@ class Trainer:
         if rt.compile:
             net = torch.compile(net)
         self.net = net
+        # every input is valid: the run folder is written from here on
+        if self.main:
+            claim_dir(self.out, "train", run=cfg.run)
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
 
     # ------------------------------------------------------------------ state
     def state(self, epoch: int, finished: bool) -> dict:

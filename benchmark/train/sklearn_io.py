@@ -4,16 +4,14 @@ it has a feature stage (GIST) turns each chunk into 512 floats per image right a
 whole split never sits in memory as pixels."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.config import RunConfig
-from benchmark.io import atomic_path
+from benchmark.sk_io import MODEL_FILE, load_sklearn_model, save_sklearn_model
 
 SK_CHUNK = 2048
-MODEL_FILE = "model.pkl"
 
 
 def _sk_chunks(df, images, cfg: RunConfig, chunk: int = SK_CHUNK):
@@ -62,11 +60,9 @@ def sklearn_predict(model, df, images, cfg: RunConfig) -> tuple[list[str], np.nd
 
 
 def save_sklearn(model, out_dir: Path) -> None:
-    with atomic_path(Path(out_dir) / MODEL_FILE) as tmp:
-        with open(tmp, "wb") as fh:
-            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    """The fitted model as skops (loads without running code; see benchmark.sk_io)."""
+    save_sklearn_model(model, Path(out_dir) / MODEL_FILE)
 
 
 def load_sklearn(out_dir: Path):
-    with open(Path(out_dir) / MODEL_FILE, "rb") as fh:
-        return pickle.load(fh)
+    return load_sklearn_model(Path(out_dir) / MODEL_FILE)

@@ -10,7 +10,7 @@ import torch
 
 from benchmark import seed as seeding
 from benchmark.config import RunConfig
-from benchmark.io import atomic_write_json
+from benchmark.io import atomic_write_json, claim_dir
 from benchmark.train.data import image_source, targets_of, train_val_frames
 from benchmark.train.inference import predict_splits
 from benchmark.train.runtime import build_model
@@ -23,11 +23,11 @@ from benchmark.train.tracking import Tracker
 def train_sklearn(cfg: RunConfig, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     seeding.seed_everything(cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", cfg.to_dict())
     images = image_source(cfg)
     train_df, val_df = train_val_frames(cfg)
     model = build_model(cfg)
+    claim_dir(out_dir, "train", run=cfg.run)
+    atomic_write_json(out_dir / "config.json", cfg.to_dict())
     t_fit = time.perf_counter()
     x, _ = sklearn_inputs(train_df, images, cfg, model)
     y = targets_of(train_df, cfg.binary)

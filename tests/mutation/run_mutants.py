@@ -302,7 +302,7 @@ def markdown(results: list[dict]) -> str:
     lines = ["| mutant | file | planted bug | result | caught by |", "|---|---|---|---|---|"]
     for r in results:
         m = r["mutant"]
-        caught = r["detail"].split("::", 1)[-1] if r["result"] == "killed" else r["detail"]
+        caught = r["detail"].removeprefix("tests/")
         lines.append(f"| `{m.id}` | `{m.file}` | {m.what} | {r['result']} | `{caught}` |")
     killed = sum(r["result"] == "killed" for r in results)
     lines.append("")
