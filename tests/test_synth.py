@@ -149,16 +149,38 @@ def test_label_streams_are_seeded():
     assert not a.equals(c)
 
 
-def test_failure_leaves_no_output(tmp_path):
+def _crash_after(monkeypatch, n_images):
+    """Make the renderer die after ``n_images`` images (test-side; the library has no hook)."""
+    import importlib
+
+    G = importlib.import_module("benchmark.synth.generate")
+
+    real, done = G._work, []
+
+    def work(job):
+        *head, rows = job
+        left = n_images - sum(done)
+        done.append(real((*head, rows[:max(left, 0)])))
+        if len(rows) > left:
+            raise RuntimeError("simulated failure")
+        return done[-1]
+    monkeypatch.setattr(G, "_work", work)
+
+
+def test_failure_leaves_no_output(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
-    with pytest.raises(RuntimeError):
-        generate(cfg, progress=False, _fail_after=5)
+    with monkeypatch.context() as m:
+        _crash_after(m, 5)
+        with pytest.raises(RuntimeError):
+            generate(cfg, progress=False)
     assert list(tmp_path.iterdir()) == []
     # an existing dataset survives a failed regeneration untouched
     generate(cfg, progress=False)
     before = _files(Path(cfg.out))
-    with pytest.raises(RuntimeError):
-        generate(_cfg(tmp_path, seed=9), progress=False, _fail_after=3)
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)
+        with pytest.raises(RuntimeError):
+            generate(_cfg(tmp_path, seed=9), progress=False)
     assert _files(Path(cfg.out)) == before
     assert [p.name for p in tmp_path.iterdir()] == ["synth"]
 

@@ -199,7 +199,7 @@ def check_output(cfg: SynthConfig, out: str | os.PathLike | None = None, force: 
 
 
 def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: bool | None = None,
-             _fail_after: int | None = None, force: bool = False) -> dict:
+             force: bool = False) -> dict:
     """Generate the dataset into ``out`` (replaced atomically). Returns the meta dict.
 
     ``out`` may be missing, empty or an earlier synthetic dataset; any other folder is refused
@@ -226,8 +226,6 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
                                                          df["WaterLevel"])):
                 rows.append((int(ix), str(tmp / folder / fn), str(tmp / "masks" / f"{fn[:-4]}.npz"),
                              lab[i], int(wl)))
-        if _fail_after is not None:  # test hook: simulate a crash part-way through
-            rows = rows[:_fail_after]
         chunk = 25
         jobs = [(cfg.seed, cfg.width, cfg.height, float(cfg.difficulty), rows[i:i + chunk])
                 for i in range(0, len(rows), chunk)]
@@ -243,8 +241,6 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
             for n in it:
                 bar.update(n)
         bar.close()
-        if _fail_after is not None:
-            raise RuntimeError("simulated failure")
         elapsed = time.perf_counter() - t0
         for split in SPLITS:
             df = frames[split][list(CSV_COLUMNS)]
