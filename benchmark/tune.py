@@ -837,6 +837,9 @@ class Search:
         finally:
             with contextlib.suppress(Exception):
                 trial.set_user_attr("epochs", len(rows))
+                torch = sys.modules.get("torch")
+                if torch is not None:  # CPU results are bit-identical only with the same count
+                    trial.set_user_attr("torch_threads", int(torch.get_num_threads()))
             if not self.keep_checkpoints:
                 for f in out.glob("*.pt"):
                     with contextlib.suppress(OSError):
@@ -951,10 +954,12 @@ class Search:
             args += ["-S", f"++runs.{self.run_name}.{key}={hydra_value(v)}"]
         args += [f"train@{self.run_name}", f"evaluate@{self.run_name}"]
         rel = os.path.relpath(self.out / "best.args")
-        dvc = f"dvc exp run $(cat {rel})"
+        threads = trial.user_attrs.get("torch_threads")
+        env = f"OMP_NUM_THREADS={threads} " if threads else ""
+        dvc = f"{env}dvc exp run $(cat {rel})"
         sets = " ".join(f"--set {_shell_word(f'{k}={yaml_value(v)}')}" for k, v in leaves.items()
                         if k not in ("method", "recipe", "split"))
-        train = f"sewerbench train {self.run_name} {sets}".strip()
+        train = f"{env}sewerbench train {self.run_name} {sets}".strip()
         if self.run_name not in self._orig_runs():
             train = f"(after adding runs.{self.run_name} from best.yaml to params.yaml) " + train
         return args, dvc, train
@@ -971,6 +976,9 @@ class Search:
                 "# Without DVC:",
                 f"#   {train}",
                 "# Drop keys that came from --set (e.g. a shortened epochs) to train the full recipe."]
+        if trial.user_attrs.get("torch_threads"):
+            head.append(f"# The trial ran with {trial.user_attrs['torch_threads']} torch thread(s): on a CPU the "
+                        f"re-train repeats it bit for bit with the same count (OMP_NUM_THREADS).")
         body = yaml.safe_dump(self.best_overlay(trial), sort_keys=False, default_flow_style=False)
         atomic_write_text(self.out / "best.yaml", "\n".join(head) + "\n" + body)
         atomic_write_text(self.out / "best.args", "\n".join(args) + "\n")

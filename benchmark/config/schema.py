@@ -140,6 +140,7 @@ class RuntimeConfig:
     cache_workers: Optional[int] = None
     max_train_images: Optional[int] = None  # seeded cap on the training rows
     max_eval_images: Optional[int] = None   # seeded cap on the per-epoch validation rows
+    max_steps_per_epoch: Optional[int] = None  # optimiser steps per epoch at most (dry runs); the schedule follows
 
 
 #: Runtime keys that may differ between a run and its resumption.

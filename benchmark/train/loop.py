@@ -83,6 +83,8 @@ class Trainer:
         self.per_rank_batch = per_rank
         self.steps_per_epoch = (len(self.sampler) // per_rank if self.drop_last
                                 else math.ceil(len(self.sampler) / per_rank))
+        if rt.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, max(1, int(rt.max_steps_per_epoch)))
         if self.steps_per_epoch < 1:
             raise SewerbenchError(f"run {cfg.run}: no training batches (train set {len(self.train_ds)})")
 
@@ -174,6 +176,8 @@ class Trainer:
         loss_sum, seen = 0.0, 0
         t0 = time.perf_counter()
         for step, (x, y, _) in enumerate(bar):
+            if step >= self.steps_per_epoch:   # runtime.max_steps_per_epoch
+                break
             x = to_input(x, self.device, rt.channels_last)
             y = y.to(self.device, non_blocking=True).float()
             self.optimizer.zero_grad(set_to_none=True)
