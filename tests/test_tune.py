@@ -275,3 +275,12 @@ def test_two_objective_pareto_mode(tiny, tmp_path):
     # resuming with another objective is refused
     assert _tune(_write(tmp_path, params), out, "--trials", "3", "--objective", "F2_CIW",
                  "--study", "tiny-F2_CIW+F1_Normal") == 2
+
+
+def test_workers_share_out_threads_and_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert tune._gpu_list("auto") == ["3", "5"] and tune._gpu_list("cuda") == ["3", "5"]
+    assert tune._gpu_list("cpu") == [] and tune._gpu_list("cuda:1") == []
+    monkeypatch.setattr(tune.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert tune.worker_threads({}, 1) is None and tune.worker_threads({}, 3) == 2
+    assert tune.worker_threads({"threads_per_worker": 4}, 3) == 4

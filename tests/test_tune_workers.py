@@ -153,6 +153,44 @@ def test_sigkill_mid_trial_then_resume(setup, tmp_path):
     _sigkill_and_resume(setup, out, f"sqlite:///{out / 'study.db'}")
 
 
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(setup, tmp_path):
+    """SIGINT mid-trial: exit 130, the trial closed (FAIL, interrupted) and queued again, nothing
+    RUNNING, the outputs written; the rerun trains the queued parameters and completes."""
+    out = tmp_path / "out"
+    storage = f"sqlite:///{out / 'study.db'}"
+    cmd = [sys.executable, "-m", "benchmark"] + _args(setup, out, None, 3, 1) + ["--set", "epochs=6"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 180:
+            time.sleep(0.2)
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            if not (out / "trials").is_dir():
+                continue
+            if any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values
+                   for t in _load(storage).get_trials(deepcopy=False)):
+                break
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err
+    trials = _load(storage).get_trials()
+    t = tune.tally(trials)
+    assert t["running"] == 0 and t["interrupted"] == 1 and t["waiting"] == 1, t
+    stopped = next(x for x in trials if tune.classify(x) == "interrupted")
+    queued = next(x for x in trials if x.state == optuna.trial.TrialState.WAITING)
+    assert queued.user_attrs["retry_of"] == stopped.number
+    assert (out / "summary.md").is_file()
+    assert main(_args(setup, out, None, 3, 1) + ["--set", "epochs=6"]) == 0
+    after, _ = _check_complete(_load(storage), 3)
+    assert after[queued.number].state == optuna.trial.TrialState.COMPLETE
+    assert after[queued.number].params == stopped.params
+
+
 def test_journal_storage_heartbeat_fails_and_retries_a_silent_trial(setup, tmp_path):
     """Optuna's file journal has no heartbeat of its own: sewerbench's fails a RUNNING trial
     whose worker went silent (here: one that never beats) and retries its parameters."""

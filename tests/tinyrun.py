@@ -1,6 +1,6 @@
-"""Test-side fixtures for tiny, fast engine runs (kept in tests/ so that they do not depend on
-library test helpers that may move): a small CNN builder, a tiny prepared dataset in the
-official CSV layout with a learnable label signal, and a params dict with a few runs.
+"""Test-side fixtures for tiny, fast engine runs of the registered ``tiny_cnn``: a tiny prepared
+dataset in the official CSV layout whose train and validation labels differ on purpose, and a
+params dict with a few runs.
 
 Only the stable engine entry points are used by the tests built on this module:
 ``benchmark.config.resolve_run(params, run, overrides)`` and
@@ -13,44 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS, NUM_CLASSES
-
-#: ``model_target`` of the tiny CNN (this module is importable as ``tinyrun`` from tests/).
-TINY_TARGET = "tinyrun:build_tiny"
-
-
-class TinyCNN(nn.Module):
-    """conv(3->w, s2) - [BN] - ReLU - conv(w->w, s2) - ReLU - mean pool - [dropout] - linear
-    (``aux``: a second linear head returned as ``(logits, aux)`` in training mode)."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 8, batchnorm: bool = False,
-                 dropout: float = 0.0, aux: bool = False):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1)
-        self.bn = nn.BatchNorm2d(width) if batchnorm else nn.Identity()
-        self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(width, num_classes)
-        self.aux_head = nn.Linear(width, num_classes) if aux else None
-        self.reference_num_params = None
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv1(x)))
-        h = torch.relu(self.conv2(h))
-        f = self.drop(h.mean(dim=(2, 3)))
-        out = self.head(f)
-        if self.aux_head is not None and self.training:
-            return out, self.aux_head(f)
-        return out
-
-
-def build_tiny(size: str = "tiny", num_classes: int = NUM_CLASSES, pretrained: Any = False,
-               **kwargs: Any) -> TinyCNN:
-    return TinyCNN(num_classes=num_classes, **kwargs)
-
 
 def _frame(names: list[str], y: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     df = pd.DataFrame(y, columns=list(CLASS_CODES))
@@ -140,16 +104,8 @@ def params(root: str | Path, **profile: Any) -> dict:
 
 
 def _tiny_run(recipe: str, **run: Any) -> dict:
-    """A run of the tiny CNN: the registered ``tiny_cnn`` method when the registry has it,
-    else a registry method with this module's builder as ``model_target``."""
-    from methods.registry import get_spec
-
-    try:
-        get_spec("tiny_cnn")
-        return {"method": "tiny_cnn", "recipe": recipe, **run}
-    except KeyError:
-        method = "q2l" if recipe == "q2l" else "resnet101"
-        return {"method": method, "recipe": recipe, "model_target": TINY_TARGET, **run}
+    """A run of the registered ``tiny_cnn`` under ``recipe``."""
+    return {"method": "tiny_cnn", "recipe": recipe, **run}
 
 
 def as_dict(cfg: Any) -> dict:

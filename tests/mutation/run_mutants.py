@@ -299,7 +299,7 @@ def run(mutants: list[Mutant], timeout: float, keep: bool) -> list[dict]:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| mutant | file | planted bug | result | caught by |", "|---|---|---|---|---|"]
+    lines = ["| mutant | file | planted bug | result | caught by (first failing test) |", "|---|---|---|---|---|"]
     for r in results:
         m = r["mutant"]
         caught = r["detail"].removeprefix("tests/")
