@@ -31,6 +31,15 @@ class MethodSpec:
     takes_image_size: bool = False     # the builder takes the input size (Q2L / MA-Q2L positional encoding)
     feature_stage: bool = False        # scikit-learn model with a feature extractor (features / fit_features)
 
+    def builder_default(self, name: str) -> Any:
+        """The builder's default for keyword ``name`` (the spec's defaults first)."""
+        import inspect
+
+        if name in self.defaults:
+            return self.defaults[name]
+        param = inspect.signature(self.builder()).parameters.get(name)
+        return None if param is None or param.default is inspect.Parameter.empty else param.default
+
     def builder(self) -> Callable[..., Any]:
         module, func = self.target.split(":")
         return getattr(importlib.import_module(module), func)
@@ -45,7 +54,8 @@ _SPECS = [
                "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder", takes_image_size=True),
     # --- ASL (REFERENCE.md section 5) ---
     MethodSpec("asl_tresnet_l", "methods.tresnet:build_tresnet_l", "asl", "none", 448,
-               "ASL: TResNet-L trained with the asymmetric loss"),
+               "ASL: TResNet-L trained with the asymmetric loss",
+               defaults={"hub_tag": "miil_in1k_448"}),   # ASL's 448 px ImageNet weights
     MethodSpec("asl_resnet101", "methods.resnet:build_resnet101", "asl", "imagenet", 448,
                "ResNet-101 trained with the asymmetric loss"),
     # --- Sewer-ML benchmark models (REFERENCE.md section 6) ---

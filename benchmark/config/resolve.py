@@ -228,6 +228,26 @@ def _scale_epochs(value: int, epochs: int, reference: int) -> int:
     return max(1, int(round(value * epochs / reference)))
 
 
+def _apply_quirks(flat: dict, spec) -> None:
+    """Record the reference quirks the run reproduces and apply the config-level ones."""
+    from benchmark import quirks as Q
+
+    protocol = flat.get("protocol", "published")
+    keys = list(Q.applicable(spec.name, protocol if isinstance(protocol, str) else "published"))
+    model = dict(flat.get("model") or {})
+    if spec.name == "maq2l":
+        if protocol == "corrected":
+            model.setdefault("mask_tiling", "per_sample")
+            flat["model"] = model
+        if model.get("mask_tiling", spec.builder_default("mask_tiling")) != "reference":
+            keys = [k for k in keys if not k.startswith("maq2l_")]
+    if "degenerate_cutout" in keys:
+        aug = dict(flat.get("aug") or {})
+        aug["cutout"] = 0.0
+        flat["aug"] = aug
+    flat["quirks"] = tuple(keys)
+
+
 def resolve_run(params: Mapping, run_name: str, overrides: Mapping | None = None,
                 seed: int | None = None, where: str = "params.yaml") -> RunConfig:
     """The full, validated configuration of run ``run_name`` (see the module docstring)."""
@@ -303,6 +323,7 @@ def _finish(flat: dict, data: dict, spec, run_name: str, recipe_name: str, profi
     for key in ("model", "sklearn"):
         if flat.get(key) is None:
             flat.pop(key, None)
+    _apply_quirks(flat, spec)
     cfg = build(RunConfig, {"run": run_name, "method": spec.name, "recipe": recipe_name,
                             "profile": profile_name, "family": spec.family, "kind": spec.kind,
                             "reference_epochs": reference_epochs, "runtime": runtime, **flat}, where)

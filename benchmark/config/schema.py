@@ -157,6 +157,8 @@ class RunConfig:
     family: str = "custom"
     kind: Literal["torch", "sklearn"] = "torch"
     seed: int = 0
+    protocol: Literal["published", "corrected"] = "published"   # see benchmark/quirks.py
+    quirks: tuple[str, ...] = ()             # derived: the reference quirks this run reproduces
     # model
     size: Literal["tiny", "reference"] = "reference"
     pretrained: Union[bool, str] = False     # ImageNet weights: true = the hub, or a local file

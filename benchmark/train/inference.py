@@ -7,6 +7,8 @@ writes the scores CSV.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import filecmp
 import json
 import logging
@@ -16,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark import quirks
 from benchmark.config import RunConfig
 from benchmark.errors import SewerbenchError
 from benchmark.scores import write_scores
 from benchmark.train.data import image_source, make_dataset, read_frame, targets_of
-from benchmark.train.runtime import build_model, infer
+from benchmark.train.runtime import batch_one_semantics, build_model, infer
 
 log = logging.getLogger("benchmark.train.predict")
 
@@ -47,9 +50,25 @@ def score_frame(cfg: RunConfig, model, df, images, device=None, ctx=None,
         from benchmark.train.sklearn_io import sklearn_predict
 
         return sklearn_predict(model, df, images, cfg)
+    cfg = scoring_config(cfg)
+    if cfg.image_size != getattr(images, "image_size", (cfg.image_size,) * 2)[0]:
+        images = image_source(cfg, ctx)   # final scores at another size (chen2018_eval_224)
     ds = make_dataset(df, images, cfg, train=False)
-    res = infer(model, ds, cfg, device, ctx, batch_size=batch_size, desc="predict")
+    with contextlib.ExitStack() as stack:
+        if quirks.active(cfg, "maq2l_batch1_scores"):
+            stack.enter_context(batch_one_semantics(model))
+        res = infer(model, ds, cfg, device, ctx, batch_size=batch_size, desc="predict")
     return res["filenames"], res["probs"]
+
+
+def scoring_config(cfg: RunConfig) -> RunConfig:
+    """The configuration the final scores are computed under (the published protocol scores
+    MA-Q2L in fp32 as its infer.py, and Chen2018 at 224 px as the official inference)."""
+    if quirks.active(cfg, "maq2l_batch1_scores") and cfg.runtime.amp:
+        cfg = cfg.replace(runtime=dataclasses.replace(cfg.runtime, amp=False))
+    if quirks.active(cfg, "chen2018_eval_224"):
+        cfg = cfg.replace(image_size=quirks.CHEN2018_PUBLISHED_EVAL_SIZE)
+    return cfg
 
 
 def predict_splits(cfg: RunConfig, model, images, device, ctx, out_dir: Path) -> dict:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from benchmark import quirks
 from benchmark import seed as seeding
 from benchmark.config import RunConfig
 from benchmark.errors import SewerbenchError
@@ -65,6 +66,17 @@ class Trainer:
         if gb % ctx.world_size:
             raise SewerbenchError(f"run {cfg.run}: batch_size {gb} is not divisible by the "
                                   f"{ctx.world_size} processes")
+        if (ctx.world_size > 1 and quirks.active(cfg, "maq2l_ddp_batch")
+                and gb // ctx.world_size != quirks.MAQ2L_TRAIN_BATCH):
+            raise SewerbenchError(
+                f"run {cfg.run}: MA-Q2L's reference mask tiling mixes the maps of the samples of one "
+                f"per-GPU batch; the published numbers come from one GPU at batch {quirks.MAQ2L_TRAIN_BATCH}, "
+                f"but {ctx.world_size} processes at batch_size {gb} give {gb // ctx.world_size} per GPU. "
+                f"Use --set batch_size={quirks.MAQ2L_TRAIN_BATCH * ctx.world_size} (global batch "
+                f"{quirks.MAQ2L_TRAIN_BATCH * ctx.world_size}, lr unchanged), one process, or protocol=corrected")
+        if ctx.world_size > 1 and self.main and quirks.active(cfg, "maq2l_ddp_batch"):
+            log.info("MA-Q2L on %d processes: %d per GPU (the reference tiling), global batch %d, lr %g",
+                     ctx.world_size, quirks.MAQ2L_TRAIN_BATCH, gb, cfg.optimizer.lr)
         # ---- data
         self.images = image_source(cfg, ctx)
         train_df, val_df = train_val_frames(cfg)
@@ -221,6 +233,7 @@ class Trainer:
             models.append(("ema_", self.ema.module))
         for prefix, m in models:
             res = infer(m, self.val_ds, self.cfg, self.device, self.ctx, self.criterion,
+                        batch_size=self.cfg.batch_size if quirks.active(self.cfg, "maq2l_val_batch") else None,
                         desc=f"val{' ema' if prefix else ''}")
             out[f"{prefix}val_loss"] = float(res["loss"])
             for k, v in eval_metrics(res["probs"], res["targets"], self.cfg.binary).items():
@@ -228,8 +241,9 @@ class Trainer:
         return out
 
     def _save_best(self, which: str, epoch: int) -> None:
-        src = self.ema.module if which == "ema" else self.model
-        ck.save({"state_dict": src.state_dict(), "epoch": epoch + 1, "which": which,
+        saved = "plain" if quirks.active(self.cfg, "asl_saves_plain") else which
+        src = self.ema.module if saved == "ema" else self.model
+        ck.save({"state_dict": src.state_dict(), "epoch": epoch + 1, "which": saved, "selected": which,
                  "selection": self.cfg.selection, "score": self.selector.state["best"]},
                 self.out / ck.BEST)
 
@@ -299,7 +313,7 @@ class Trainer:
         self.model.load_state_dict(best["state_dict"])
         preds = predict_splits(cfg, self.model, self.images, self.device, ctx, self.out)
         summary = make_summary(
-            cfg, best_epoch=int(best["epoch"]), selected_model=best["which"],
+            cfg, best_epoch=int(best["epoch"]), selected_model=best.get("selected", best["which"]),
             selection_score=float(best["score"]), epochs_run=len(self.tracker_rows),
             stop_reason=stop_reason or "epochs completed", wall_seconds=time.perf_counter() - t_start,
             train_seconds=self.train_seconds, train_images_seen=self.train_images, device=self.device,

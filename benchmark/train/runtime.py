@@ -100,6 +100,26 @@ def build_criterion(cfg: RunConfig, train_targets: np.ndarray, device: torch.dev
 
 
 # ----------------------------------------------------------------------------- inference
+@contextlib.contextmanager
+def batch_one_semantics(model: nn.Module):
+    """MA-Q2L with the reference's head-major mask tiling, evaluated as at batch 1 whatever the
+    batch: at B = 1 ``repeat(heads, 1, 1)`` gives every head the sample's own maps, which is
+    per-sample tiling, so per-sample tiling at any batch equals batch-1 inference exactly
+    (up to float summation order)."""
+    from methods.maq2l import set_mask_tiling
+
+    transformer = getattr(model, "transformer", None)
+    previous = getattr(transformer, "mask_tiling", None)
+    if previous is None:
+        yield model
+        return
+    set_mask_tiling(model, "per_sample")
+    try:
+        yield model
+    finally:
+        set_mask_tiling(model, previous)
+
+
 @torch.no_grad()
 def infer(model: nn.Module, dataset, cfg: RunConfig, device: torch.device, ctx=None,
           criterion=None, batch_size: int | None = None, desc: str = "predict") -> dict:
