@@ -41,7 +41,7 @@ _IDENTITY = ("run", "method", "recipe", "profile", "family", "kind", "reference_
 INPUT_KEYS = tuple(k for k in field_names(RunConfig) if k not in _IDENTITY) + field_names(RuntimeConfig) + ("data",)
 _PROFILE_ONLY = ("methods", "recipes")
 #: params.yaml ``data:`` keys (besides the per-profile sub-sections).
-DATA_PARAM_KEYS = ("sewerml_root", "prepared", "cache", "images", "source", "fractions", "check_images")
+DATA_PARAM_KEYS = ("sewerml_root", "prepared", "cache", "images", "source", "fractions", "check_images", "subset_rule")
 TOP_LEVEL_KEYS = ("seed", "profile", "synth", "data", "runs", "combos", "tables", "plots", "check", "tune",
                   "profiles", "recipes")
 
