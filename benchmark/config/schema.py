@@ -156,6 +156,9 @@ class RunConfig:
     family: str = "custom"
     kind: Literal["torch", "sklearn"] = "torch"
     seed: int = 0
+    # published: every quirk of the reference code that produced the published numbers;
+    # corrected: each one fixed (README "Quirks of the reference code")
+    protocol: Literal["published", "corrected"] = "published"
     # model
     size: Literal["tiny", "reference"] = "reference"
     pretrained: Union[bool, str] = False     # ImageNet weights: true = the hub, or a local file

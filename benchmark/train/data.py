@@ -81,9 +81,11 @@ class BinaryTargets(Dataset):
 
 
 def image_source(cfg, ctx=None):
-    """The image cache at the run's resolution (built once by rank 0) or the image folder index."""
+    """The image cache at the run's resolution (built once by rank 0) or the image folder index
+    (always for a method whose features read the original images, e.g. Myrans2018's GIST)."""
     from benchmark.data.images import ImageIndex
     from benchmark.data.layout import PreparedLayout
+    from methods.registry import get_spec
 
     data = cfg.data
     images = data.images or PreparedLayout.from_dir(data.prepared).image_root
@@ -91,7 +93,7 @@ def image_source(cfg, ctx=None):
         raise SewerbenchError(f"run {cfg.run}: data.images (the image folder) is not set in "
                               f"params.yaml and {data.prepared}/splits.json records none")
     size = cfg.image_size
-    if not cfg.runtime.use_cache or not data.cache:
+    if not cfg.runtime.use_cache or not data.cache or get_spec(cfg.method).full_resolution:
         return ImageIndex(images)
     from benchmark.data.cache import ImageCache
 
