@@ -130,7 +130,10 @@ def pos_weight(targets: np.ndarray) -> torch.Tensor:
 
 class EpochSeeded(Dataset):
     """Per-sample augmentation seeds: item ``i`` of epoch ``e`` is drawn under torch seed
-    ``derive_seed(seed, "item", e, i)`` (the global generator is restored afterwards).
+    ``derive_seed(seed, "item", e, i)``, Python ``random`` seed ``derive_seed(seed,
+    "item-python", e, i)`` and NumPy global seed ``derive_seed(seed, "item-numpy", e, i) mod
+    2**32`` (the reference RandAugment and Cutout draw from the latter two); all three global
+    generators are restored afterwards.
 
     Augmentations then depend only on (seed, epoch, index): not on the number of DataLoader
     workers, the number of DDP processes or a resume point.
@@ -150,8 +153,17 @@ class EpochSeeded(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
+        import random
+
         from benchmark.seed import derive_seed
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
-            return self.base[i]
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
+                random.seed(derive_seed(self.seed, "item-python", self.epoch, int(i)))
+                np.random.seed(derive_seed(self.seed, "item-numpy", self.epoch, int(i)) % (2 ** 32))
+                return self.base[i]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
