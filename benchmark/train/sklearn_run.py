@@ -28,6 +28,7 @@ from benchmark.train.summary import make_summary
 from benchmark.train.tracking import Tracker
 
 SK_CHUNK = 2048
+SK_CHUNK_ORIGINAL = 128
 MODEL_FILE = "model.pkl"
 GRID_FILE = "grid_search.json"
 
@@ -42,6 +43,8 @@ def _sk_chunks(df, images, cfg: RunConfig, chunk: int = SK_CHUNK):
     size = cfg.image_size
     ds = SewerMLDataset(df, images, None)
     original = get_spec(cfg.method).full_resolution
+    if original:   # original Sewer-ML frames are up to 768x576x3 (1.3 MB each)
+        chunk = min(chunk, SK_CHUNK_ORIGINAL)
     need_resize = not original and getattr(images, "image_size", None) != (size, size)
     tf = build_transform("none", size, False) if need_resize else None
     for lo in range(0, len(ds), chunk):
