@@ -28,9 +28,7 @@ Layout of DIR:
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -103,7 +101,7 @@ def _draw(source: pd.DataFrame, n: int, rng: np.random.Generator, cover: bool) -
         for k in rng.permutation(len(CLASS_CODES)):
             if len(chosen) >= n:
                 break
-            if y[chosen, k].any() if chosen else False:
+            if chosen and y[chosen, k].any():
                 continue
             cand = np.flatnonzero(y[:, k])
             cand = cand[~np.isin(cand, chosen)]
@@ -335,12 +333,10 @@ def pretrained_methods(params: Mapping[str, Any]) -> list[str]:
     from benchmark.config import resolve_run
 
     out = []
-    for name, spec in (params.get("runs") or {}).items():
+    for name in params.get("runs") or {}:
         cfg = resolve_run(params, name)
         if cfg.pretrained is True and cfg.method not in out:
             out.append(cfg.method)
-        if isinstance(cfg.pretrained, str) and cfg.method not in out:
-            pass  # a local file named by params.yaml itself: kept
     return out
 
 

@@ -55,6 +55,11 @@ QUIRKS: tuple[Quirk, ...] = (
           "Alibaba-MIIL/ASL train.py:140-145 (selects by max(plain, EMA) mAP, saves model.state_dict())",
           "best.pt holds the plain weights of the selected epoch even when the EMA scored higher",
           "best.pt holds the model that was selected (plain or EMA)"),
+    Quirk("myrans_column0", ("myrans2018", "myrans2018_binary"),
+          "dineshsoudagar/sewer-ml-classification myrans_trainer.py:118-124 (loss), myrans_inference.py:56 (scores)",
+          "the 27-point grid search selects on a loss that reads predict_proba[:, 0] (P(negative)) as the "
+          "positive score, and the scores written are that column",
+          "the same grid search on the positive-class loss; scores = P(positive)"),
 )
 
 BY_KEY = {q.key: q for q in QUIRKS}

@@ -5,8 +5,13 @@ as ``gist.extract(img, nblocks=4, orientations_per_scale=(8, 8, 8, 8))`` on a 12
 whose three channels all hold the grey value, keeping ``descriptor[:512]`` (the first colour
 channel; with equal channels it is the grey-level GIST):
 
-1. grey = mean of the three channels, truncated to uint8; resized to 128x128 with OpenCV-style
-   bilinear interpolation (half-pixel centres, no antialiasing), rounded to uint8;
+1. the reference preprocessing (Sewer-ML ``gist_extractor.py:25-31``), on the image at its
+   original resolution: grey = mean of the three channels written back into the uint8 image
+   (truncated); then ``cv2.resize(img, (128, 128))`` with its default INTER_LINEAR, which does
+   not antialias. :func:`resize_linear_cv2` is that resize re-implemented bit for bit
+   (OpenCV's 11-bit fixed-point weights and rounding, its border handling, and its switch to
+   2x2 averaging for an exact 2x downscale); ``tests/test_myrans_protocol.py`` checks it
+   against OpenCV itself;
 2. prefilter: log(1 + x); symmetric padding of 5 px; subtract the Gaussian low-pass
    (fc = 4, sigma^2 = fc^2 / ln 2 in frequency units); divide by 0.2 + sqrt(low-pass of x^2);
    remove the padding;
@@ -35,41 +40,89 @@ PREFILTER_FC = 4
 PADDING = 5
 
 
-def to_grey_uint8(images: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) or (N, H, W) uint8 -> (N, H, W) uint8 grey (channel mean, truncated)."""
-    images = np.asarray(images)
-    if images.ndim == 4:
-        if images.shape[-1] != 3:
-            raise SewerbenchError(f"gist: images must be (N, H, W, 3), got {images.shape}")
-        return images.astype(np.float64).mean(axis=3).astype(np.uint8)
-    if images.ndim == 3:
-        return images.astype(np.uint8)
-    raise SewerbenchError(f"gist: images must be (N, H, W, 3) or (N, H, W), got {images.shape}")
+_COEF_BITS = 11                     # OpenCV INTER_RESIZE_COEF_BITS
+_COEF_SCALE = 1 << _COEF_BITS
 
 
-def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    scale = src / dst
-    pos = (np.arange(dst) + 0.5) * scale - 0.5
+def _cv2_taps(src: int, dst: int, clamp: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and fixed-point weights of OpenCV's INTER_LINEAR along one axis.
+
+    Positions are half-pixel centred and computed in float32 as OpenCV does; weights are
+    rounded to 11 bits. Along x (``clamp``) a position left of the first or right of the last
+    pixel takes that pixel with weight 1; along y OpenCV keeps the fractional weight and clips
+    the two row indices instead, which rounds differently at the top and bottom rows.
+    """
+    scale = 1.0 / (float(dst) / float(src))
+    pos = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     lo = np.floor(pos).astype(np.int64)
-    frac = pos - lo
-    frac = np.where(lo < 0, 0.0, frac)
-    lo = np.clip(lo, 0, src - 1)
-    frac = np.where(lo >= src - 1, 0.0, frac)
-    hi = np.minimum(lo + 1, src - 1)
-    return lo, hi, frac
+    frac = (pos - lo.astype(np.float32)).astype(np.float32)
+    if clamp:
+        left = lo < 0
+        frac[left], lo[left] = 0, 0
+        right = lo >= src - 1
+        frac[right], lo[right] = 0, src - 1
+    w0 = np.rint((np.float32(1) - frac) * np.float32(_COEF_SCALE)).astype(np.int64)
+    w1 = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int64)
+    return np.clip(lo, 0, src - 1), np.clip(lo + 1, 0, src - 1), w0, w1
 
 
-def resize_bilinear(grey: np.ndarray, size: int) -> np.ndarray:
-    """OpenCV-style INTER_LINEAR resize of (N, H, W) uint8 to (N, size, size) uint8."""
-    n, h, w = grey.shape
-    if (h, w) == (size, size):
-        return grey
-    y0, y1, fy = _linear_taps(h, size)
-    x0, x1, fx = _linear_taps(w, size)
-    g = grey.astype(np.float64)
-    rows = g[:, y0, :] * (1 - fy)[None, :, None] + g[:, y1, :] * fy[None, :, None]
-    out = rows[:, :, x0] * (1 - fx)[None, None, :] + rows[:, :, x1] * fx[None, None, :]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def resize_linear_cv2(grey: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(grey, (w, h))`` (INTER_LINEAR, no antialiasing) of one (H, W) uint8 image,
+    bit-exact; ``size`` is an int or (h, w)."""
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise SewerbenchError(f"gist: expected an (H, W) uint8 image, got {grey.dtype} {grey.shape}")
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    src_h, src_w = grey.shape
+    if min(h, w, src_h, src_w) < 1:
+        raise SewerbenchError(f"gist: cannot resize {grey.shape} to {(h, w)}")
+    if (src_h, src_w) == (h, w):
+        return grey.copy()
+    g = grey.astype(np.int64)
+    eps = np.finfo(np.float64).eps
+    if abs(src_w / w - 2) < eps and abs(src_h / h - 2) < eps:
+        # OpenCV treats an exact 2x downscale as INTER_AREA: 2x2 means, rounded half up
+        return ((g[0::2, 0::2] + g[0::2, 1::2] + g[1::2, 0::2] + g[1::2, 1::2] + 2) >> 2).astype(np.uint8)
+    x0, x1, a0, a1 = _cv2_taps(src_w, w, clamp=True)
+    y0, y1, b0, b1 = _cv2_taps(src_h, h, clamp=False)
+    rows = g[:, x0] * a0 + g[:, x1] * a1            # horizontal pass, 11 fractional bits
+    top, bottom = rows[y0] >> 4, rows[y1] >> 4       # vertical pass as OpenCV's 8-bit kernel
+    out = (((b0[:, None] * top) >> 16) + ((b1[:, None] * bottom) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def reference_grey(image: np.ndarray) -> np.ndarray:
+    """The reference's grey image of one HxWx3 (or HxW) uint8 image: the channel mean
+    truncated to uint8 (the order of the channels does not matter)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image.astype(np.uint8, copy=False)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise SewerbenchError(f"gist: an image must be (H, W, 3) or (H, W), got {image.shape}")
+    return np.mean(image, axis=2).astype(np.uint8)
+
+
+def gist_preprocess(images, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """The reference GIST input of a batch: (N, H, W, 3) or (N, H, W) uint8, or a sequence of
+    HxWx3 / HxW uint8 images of any sizes (at their original resolution). Each becomes grey
+    at full resolution, then the OpenCV INTER_LINEAR resize -> (N, image_size, image_size) uint8."""
+    if isinstance(images, np.ndarray) and images.ndim not in (3, 4):
+        raise SewerbenchError(f"gist: images must be (N, H, W, 3), (N, H, W) or a list of images, "
+                              f"got an array of shape {images.shape}")
+    if int(image_size) < 8:
+        raise SewerbenchError(f"gist: image_size must be at least 8, got {image_size}")
+    seq = list(images)
+    out = np.empty((len(seq), int(image_size), int(image_size)), dtype=np.uint8)
+    for i, img in enumerate(seq):
+        img = np.asarray(img)
+        if img.dtype != np.uint8:
+            raise SewerbenchError(f"gist: images must be uint8, image {i} is {img.dtype}")
+        g = reference_grey(img)
+        if g.shape[0] < 8 or g.shape[1] < 8:
+            raise SewerbenchError(f"gist: images must be at least 8x8, image {i} is "
+                                  f"{g.shape[0]}x{g.shape[1]}")
+        out[i] = resize_linear_cv2(g, int(image_size))
+    return out
 
 
 def _centred_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,19 +177,18 @@ def _block_means(x: np.ndarray, n_blocks: int) -> np.ndarray:
     return out.reshape(x.shape[0], -1)
 
 
-def gist_descriptor(images: np.ndarray, image_size: int = IMAGE_SIZE, n_blocks: int = N_BLOCKS,
+def gist_descriptor(images, image_size: int = IMAGE_SIZE, n_blocks: int = N_BLOCKS,
                     orientations: tuple[int, ...] = ORIENTATIONS,
                     chunk: int = 128) -> np.ndarray:
-    """GIST of (N, H, W, 3) uint8 images -> (N, n_blocks^2 * sum(orientations)) float32
-    (512 with the defaults)."""
-    grey = to_grey_uint8(images)
-    if grey.shape[1] < 8 or grey.shape[2] < 8 or image_size < 8:
-        raise SewerbenchError(f"gist: images must be at least 8x8, got {grey.shape[1:]}")
+    """GIST of a batch of uint8 images at their original resolution (see
+    :func:`gist_preprocess`) -> (N, n_blocks^2 * sum(orientations)) float32 (512 with the
+    defaults)."""
+    grey = gist_preprocess(images, image_size)
     orientations = tuple(int(o) for o in orientations)
-    bank = gabor_bank(image_size, image_size, orientations)
+    bank = gabor_bank(grey.shape[1], grey.shape[2], orientations)
     out = np.empty((grey.shape[0], len(bank) * n_blocks * n_blocks), dtype=np.float32)
     for start in range(0, grey.shape[0], chunk):
-        x = resize_bilinear(grey[start:start + chunk], image_size).astype(np.float64)
+        x = grey[start:start + chunk].astype(np.float64)
         spec = np.fft.fft2(prefilter(x))
         feats = [_block_means(np.abs(np.fft.ifft2(spec * g)), n_blocks) for g in bank]
         out[start:start + chunk] = np.concatenate(feats, axis=1)

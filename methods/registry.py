@@ -30,6 +30,8 @@ class MethodSpec:
     takes_seed: bool = False           # the builder takes the run seed (scikit-learn forests)
     takes_image_size: bool = False     # the builder takes the input size (Q2L / MA-Q2L positional encoding)
     feature_stage: bool = False        # scikit-learn model with a feature extractor (features / fit_features)
+    takes_protocol: bool = False       # the builder takes the run's protocol (published | corrected)
+    full_resolution: bool = False      # the features read each image at its original size (no cache, no resize)
 
     def builder_default(self, name: str) -> Any:
         """The builder's default for keyword ``name`` (the spec's defaults first)."""
@@ -82,10 +84,12 @@ _SPECS = [
                "Hassan et al. 2019: AlexNet"),
     MethodSpec("myrans2018_binary", "methods.myrans2018:build_myrans2018_binary", "sklearn",
                "none", 128, "Myrans et al. 2018: GIST + Extra Trees, binary", kind="sklearn",
-               binary=True, takes_seed=True, feature_stage=True),
+               binary=True, takes_seed=True, feature_stage=True, takes_protocol=True,
+               takes_image_size=True, full_resolution=True),
     MethodSpec("myrans2018", "methods.myrans2018:build_myrans2018", "sklearn", "none", 128,
                "Myrans et al. 2018: GIST + Extra Trees, multi-label", kind="sklearn",
-               takes_seed=True, feature_stage=True),
+               takes_seed=True, feature_stage=True, takes_protocol=True, takes_image_size=True,
+               full_resolution=True),
     # --- the tiny CNN that `sewerbench check` trains in seconds (not a published method) ---
     MethodSpec("tiny_cnn", "methods.tiny:build_tiny", "tiny", "imagenet", 16,
                "Two-layer CNN of the engine self-check (`sewerbench check`); not a published method"),

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.errors import SewerbenchError
 from methods import registry
-from methods.gist import gabor_bank, gist_descriptor, resize_bilinear, to_grey_uint8
+from methods.gist import gabor_bank, gist_descriptor, reference_grey, resize_linear_cv2
 from methods.myrans2018 import (MyransClassifier, grid_search, official_class_weights,
                                 weighted_log_loss)
 
@@ -40,12 +40,12 @@ def test_gist_block_layout_is_x_block_major():
 
 
 def test_grey_resize_and_gabor_bank():
-    img = np.zeros((1, 2, 2, 3), dtype=np.uint8)
-    img[0, 0, 0] = (10, 20, 31)  # mean 20.33 -> truncated to 20
-    assert to_grey_uint8(img)[0, 0, 0] == 20
-    g = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
-    # exact 2x downscale with half-pixel centres = mean of 2x2 blocks, rounded half to even
-    np.testing.assert_array_equal(resize_bilinear(g, 2)[0], np.rint([[2.5, 4.5], [10.5, 12.5]]))
+    img = np.zeros((2, 2, 3), dtype=np.uint8)
+    img[0, 0] = (10, 20, 31)  # mean 20.33 -> truncated to 20
+    assert reference_grey(img)[0, 0] == 20
+    g = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    # exact 2x downscale: OpenCV's 2x2 mean, rounded half up
+    np.testing.assert_array_equal(resize_linear_cv2(g, 2), [[3, 5], [11, 13]])
     bank = gabor_bank(128, 128)
     assert bank.shape == (32, 128, 128) and bank.max() <= 1.0
     with pytest.raises(SewerbenchError):
@@ -56,7 +56,7 @@ def test_myrans_multilabel_fit_predict_pickle(tmp_path):
     imgs = _images()
     y = (np.random.default_rng(1).random((20, 17)) < 0.3).astype(int)
     y[:, 5] = 0  # a class without positives scores 0
-    model = registry.build("myrans2018", size="tiny", seed=3)
+    model = registry.build("myrans2018", size="tiny", seed=3, grid_search=False, protocol="corrected")
     assert model.reference_num_params is None and model.n_jobs == 2
     model.fit(imgs, y)
     p = model.predict_proba(imgs)
@@ -64,17 +64,19 @@ def test_myrans_multilabel_fit_predict_pickle(tmp_path):
     assert (p[:, 5] == 0).all()
     joblib.dump(model, tmp_path / "m.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict_proba(imgs), p)
-    again = registry.build("myrans2018", size="tiny", seed=3).fit(imgs, y)
+    again = registry.build("myrans2018", size="tiny", seed=3, grid_search=False,
+                           protocol="corrected").fit(imgs, y)
     np.testing.assert_array_equal(again.predict_proba(imgs), p)  # deterministic under the seed
 
 
 def test_myrans_binary_and_inverted_scores():
     imgs = _images()
     y = np.array([1, 0] * 10)
-    model = registry.build("myrans2018_binary", size="tiny", seed=0).fit(imgs, y[:, None])
+    model = registry.build("myrans2018_binary", size="tiny", seed=0, grid_search=False,
+                           protocol="corrected").fit(imgs, y[:, None])
     p = model.predict_proba(imgs)
     assert p.shape == (20, 1)
-    inv = registry.build("myrans2018_binary", size="tiny", seed=0, inverted_scores=True)
+    inv = registry.build("myrans2018_binary", size="tiny", seed=0, grid_search=False, inverted_scores=True)
     np.testing.assert_allclose(inv.fit(imgs, y).predict_proba(imgs), 1 - p)
     pickle.loads(pickle.dumps(model))
     with pytest.raises(SewerbenchError, match="before fit"):

@@ -226,7 +226,7 @@ def test_bce_pos_weight_from_training_labels(tiny):
 
 def test_sklearn_myrans(tiny, tmp_path):
     _, params = tiny
-    over = {"sklearn": {"n_jobs": 1, "n_estimators": 5}}
+    over = {"sklearn": {"n_jobs": 1, "grid": {"n_estimators": [2, 5], "max_depth": [5], "max_features": ["sqrt"]}}}
     s = _train(params, "myrans", tmp_path / "m", over)
     val = pd.read_csv(tmp_path / "m/scores_val.csv")
     assert tuple(val.columns) == SCORE_COLUMNS and len(val) == 32

@@ -95,8 +95,9 @@ class LossConfig:
 class AugConfig:
     """Training augmentation (``benchmark.data.transforms``); null = the family's default."""
     randaugment: Optional[bool] = None
-    randaugment_ops: Optional[int] = None
-    randaugment_magnitude: Optional[int] = None
+    randaugment_impl: Optional[Literal["reference", "torchvision"]] = None   # null = reference (the randaugment 1.0.2 package of the references)
+    randaugment_ops: Optional[int] = None           # torchvision only
+    randaugment_magnitude: Optional[int] = None     # torchvision only
     cutout: Optional[float] = None
     cutout_holes: Optional[int] = None
     flip: Optional[float] = None

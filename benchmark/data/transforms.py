@@ -7,10 +7,23 @@
   ColorJitter(0.1, 0.1, 0.1, 0.1) + ToTensor + Normalize(Sewer-ML mean/std).
 - ``none`` (TResNet / ASL): inputs in [0, 1], no mean/std; train Cutout(0.5) + RandAugment.
 
+The train order follows the references' pipelines: MA-Q2L and Query2Label
+(``lib/dataset/get_dataset.py``: Resize, [SLCutoutPIL inserted at position 1 when --cutout],
+RandAugment, ToTensor, Normalize) and ASL (``train.py``: Resize, CutoutPIL, RandAugment,
+ToTensor): Resize, Cutout, RandAugment, (Sewer-ML: flip, colour jitter), to float, Normalize.
+
+RandAugment is the references' (``randaugment_impl: reference``, the default:
+:class:`benchmark.data.randaugment.ReferenceRandAugment`, the PyPI package ``randaugment``
+1.0.2 that all three import: 2 of 15 operations, each with probability 0.5, levels 1-9 drawn
+per call) or torchvision's ``RandAugment(num_ops, magnitude)`` (``randaugment_impl:
+torchvision``; both operations always applied at a fixed magnitude, 14 operations).
+
 Eval (``train=False``) is always Resize(s, s) + ToTensor + the family's Normalize. Every
 transform accepts a PIL image, an HxWx3 uint8 numpy array (the cache) or a CxHxW uint8
-tensor, and returns a plain float32 CxHxW tensor. Randomness uses torch's generator, so
-DataLoader workers get distinct, seedable streams.
+tensor, and returns a plain float32 CxHxW tensor. Randomness uses torch's generator, and the
+reference RandAugment Python's ``random`` and NumPy's global generator, as the package; the
+engine seeds all three per sample (:class:`benchmark.train.data.EpochSeeded`), so DataLoader
+workers get distinct, seedable streams.
 """
 from __future__ import annotations
 
@@ -35,12 +48,13 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
 
 #: Train-time augmentation defaults per family (each can be overridden by keyword).
 AUG_DEFAULTS: dict[str, dict[str, Any]] = {
-    "imagenet": {"randaugment": True, "cutout": 0.0, "flip": 0.0, "jitter": 0.0},
-    "sewerml": {"randaugment": False, "cutout": 0.0, "flip": 0.5, "jitter": 0.1},
-    "none": {"randaugment": True, "cutout": 0.5, "flip": 0.0, "jitter": 0.0},
+    "imagenet": {"randaugment": True, "randaugment_impl": "reference", "cutout": 0.0, "flip": 0.0, "jitter": 0.0},
+    "sewerml": {"randaugment": False, "randaugment_impl": "reference", "cutout": 0.0, "flip": 0.5, "jitter": 0.1},
+    "none": {"randaugment": True, "randaugment_impl": "reference", "cutout": 0.5, "flip": 0.0, "jitter": 0.0},
 }
+RANDAUGMENT_IMPLS = ("reference", "torchvision")
 
-_AUG_KEYS = {"randaugment", "randaugment_ops", "randaugment_magnitude", "cutout",
+_AUG_KEYS = {"randaugment", "randaugment_impl", "randaugment_ops", "randaugment_magnitude", "cutout",
              "cutout_holes", "flip", "jitter"}
 
 
@@ -95,10 +109,30 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def _randaugment(opts: dict[str, Any]) -> torch.nn.Module:
+    impl = opts.get("randaugment_impl") or "reference"
+    if impl not in RANDAUGMENT_IMPLS:
+        raise SewerbenchError(f"transforms: randaugment_impl must be one of {', '.join(RANDAUGMENT_IMPLS)}, "
+                              f"got {impl!r}")
+    if impl == "reference":
+        tuned = [k for k in ("randaugment_ops", "randaugment_magnitude") if opts.get(k) is not None]
+        if tuned:
+            raise SewerbenchError(f"transforms: {', '.join(tuned)} set torchvision's RandAugment; the "
+                                  "reference RandAugment has no parameters (randaugment_impl: torchvision "
+                                  "to use them)")
+        from benchmark.data.randaugment import ReferenceRandAugment
+
+        return ReferenceRandAugment()
+    ops = opts.get("randaugment_ops")
+    mag = opts.get("randaugment_magnitude")
+    return v2.RandAugment(num_ops=int(2 if ops is None else ops), magnitude=int(9 if mag is None else mag))
+
+
 def build_transform(kind: str, image_size: int | Sequence[int], train: bool, **aug: Any) -> v2.Compose:
     """Transform of family ``kind`` ("imagenet", "sewerml" or "none") at ``image_size``.
 
-    Train options (defaults per family in ``AUG_DEFAULTS``): ``randaugment`` (bool;
+    Train options (defaults per family in ``AUG_DEFAULTS``): ``randaugment`` (bool),
+    ``randaugment_impl`` (``reference`` | ``torchvision``; torchvision's takes
     ``randaugment_ops`` 2, ``randaugment_magnitude`` 9), ``cutout`` (box side as a fraction
     of the image, 0 = off; ``cutout_holes`` 1), ``flip`` (horizontal flip probability),
     ``jitter`` (ColorJitter brightness = contrast = saturation = hue = value, 0 = off).
@@ -123,8 +157,7 @@ def build_transform(kind: str, image_size: int | Sequence[int], train: bool, **a
         if opts["cutout"] and float(opts["cutout"]) > 0:
             steps.append(Cutout(float(opts["cutout"]), int(opts.get("cutout_holes", 1))))
         if opts["randaugment"]:
-            steps.append(v2.RandAugment(num_ops=int(opts.get("randaugment_ops", 2)),
-                                        magnitude=int(opts.get("randaugment_magnitude", 9))))
+            steps.append(_randaugment(opts))
         if opts["flip"] and float(opts["flip"]) > 0:
             steps.append(v2.RandomHorizontalFlip(p=float(opts["flip"])))
         if opts["jitter"] and float(opts["jitter"]) > 0:

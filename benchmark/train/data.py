@@ -112,9 +112,11 @@ class BinaryTargets(Dataset):
 
 
 def image_source(cfg, ctx=None):
-    """The image cache at the run's resolution (built once by rank 0) or the image folder index."""
+    """The image cache at the run's resolution (built once by rank 0) or the image folder index
+    (always for a method whose features read the original images, e.g. Myrans2018's GIST)."""
     from benchmark.data.images import ImageIndex
     from benchmark.data.layout import PreparedLayout
+    from methods.registry import get_spec
 
     data = cfg.data
     images = data.images or PreparedLayout.from_dir(data.prepared).image_root
@@ -122,7 +124,7 @@ def image_source(cfg, ctx=None):
         raise SewerbenchError(f"run {cfg.run}: data.images (the image folder) is not set in "
                               f"params.yaml and {data.prepared}/splits.json records none")
     size = cfg.image_size
-    if not cfg.runtime.use_cache or not data.cache:
+    if not cfg.runtime.use_cache or not data.cache or get_spec(cfg.method).full_resolution:
         return ImageIndex(images)
     from benchmark.data.cache import ImageCache
 
@@ -159,7 +161,10 @@ def pos_weight(targets: np.ndarray) -> torch.Tensor:
 
 class EpochSeeded(Dataset):
     """Per-sample augmentation seeds: item ``i`` of epoch ``e`` is drawn under torch seed
-    ``derive_seed(seed, "item", e, i)`` (the global generator is restored afterwards).
+    ``derive_seed(seed, "item", e, i)``, Python ``random`` seed ``derive_seed(seed,
+    "item-python", e, i)`` and NumPy global seed ``derive_seed(seed, "item-numpy", e, i) mod
+    2**32`` (the reference RandAugment and Cutout draw from the latter two); all three global
+    generators are restored afterwards.
 
     Augmentations then depend only on (seed, epoch, index): not on the number of DataLoader
     workers, the number of DDP processes or a resume point.
@@ -179,8 +184,17 @@ class EpochSeeded(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
+        import random
+
         from benchmark.seed import derive_seed
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
-            return self.base[i]
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
+                random.seed(derive_seed(self.seed, "item-python", self.epoch, int(i)))
+                np.random.seed(derive_seed(self.seed, "item-numpy", self.epoch, int(i)) % (2 ** 32))
+                return self.base[i]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)

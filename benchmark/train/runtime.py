@@ -57,7 +57,8 @@ def build_model(cfg: RunConfig, train_targets: np.ndarray | None = None):
     """The run's model (or scikit-learn estimator), built from its registry entry.
 
     The spec says which extra arguments the builder takes: the training labels for a label
-    graph (KSSNet), the run seed (scikit-learn forests), the input size (Q2L / MA-Q2L).
+    graph (KSSNet), the run seed (scikit-learn forests), the input size (Q2L / MA-Q2L, the
+    GIST size of Myrans2018), the run's protocol (Myrans2018).
     """
     from methods.registry import get_spec
 
@@ -75,6 +76,11 @@ def build_model(cfg: RunConfig, train_targets: np.ndarray | None = None):
         kwargs.setdefault("seed", cfg.seed)
     if spec.takes_image_size:
         kwargs.setdefault("image_size", cfg.image_size)
+    if spec.takes_protocol:
+        if "protocol" in kwargs:
+            raise SewerbenchError(f"run {cfg.run}: protocol is a run setting (protocol: published | "
+                                  f"corrected), not a {'sklearn' if spec.kind == 'sklearn' else 'model'} option")
+        kwargs["protocol"] = cfg.protocol
     try:
         return spec.builder()(**kwargs)
     except TypeError as exc:
