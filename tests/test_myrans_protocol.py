@@ -260,7 +260,7 @@ def test_smoke_profile_grid_is_the_capped_reference_grid():
 # ------------------------------------------------------------------ engine
 def test_engine_run_writes_grid_and_protocol_scores(tmp_path):
     from benchmark.train import train_run
-    from benchmark.train.sklearn_run import load_sklearn, sklearn_inputs
+    from benchmark.train.sklearn_io import load_sklearn, sklearn_inputs
     from benchmark.train.data import train_val_frames
 
     root = make_tiny_dataset(tmp_path / "d", n_train=48, n_val=24, n_test=8)

@@ -230,8 +230,11 @@ def fitted_myrans():
 
     rng = np.random.default_rng(0)
     x = rng.random((60, 512))
-    multi = build_myrans2018(size="tiny", n_jobs=1).fit_features(x, (rng.random((60, 17)) < 0.3).astype(int))
-    binary = build_myrans2018_binary(size="tiny", n_jobs=1).fit_features(x, (rng.random(60) < 0.4).astype(int))
+    y = (rng.random((60, 17)) < 0.3).astype(int)
+    small = {"n_estimators": [2, 3], "max_depth": [4], "max_features": ["sqrt"]}
+    multi = build_myrans2018(size="tiny", n_jobs=1, grid=small).fit_features(x, y, x[:20], y[:20])  # grid search
+    binary = build_myrans2018_binary(size="tiny", n_jobs=1, grid_search=False).fit_features(
+        x, (rng.random(60) < 0.4).astype(int))
     return x, multi, binary
 
 
