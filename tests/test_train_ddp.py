@@ -10,6 +10,7 @@ reduction order only.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,3 +95,33 @@ def test_sigkilled_cli_run_resumes_to_the_same_result(tmp_path):
                                   pd.read_csv(out / "history.csv").drop(columns=drop))
     for f in ["scores_val.csv", "scores_test.csv"]:
         assert (tmp_path / "ref" / f).read_bytes() == (out / f).read_bytes()
+
+
+@pytest.mark.slow
+def test_maq2l_reference_tiling_under_torchrun_needs_16_per_gpu(tmp_path):
+    """MA-Q2L's head-major tiling mixes masks within a per-GPU batch: 2 gloo processes at the
+    recipe's batch 16 (8 per process) are refused with a message naming the fix; at batch 32
+    (16 per process, the single-GPU tiling) the run trains."""
+    root = make_tiny_dataset(tmp_path / "data", size=32)
+    params = tiny_params(root, image_size=32, epochs=1)
+    params["recipes"]["maq2l"] = dict(params["recipes"]["q2l"], aug={"randaugment": False})
+    params["runs"]["ma"] = {"method": "maq2l", "split": "full", "model": {"backbone_norm": "batch", "freeze_stem": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+    def torchrun(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "benchmark", "--", "train", "ma", "--params", str(tmp_path / "params.yaml"), *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+
+    bad = torchrun("--out", str(tmp_path / "bad"))
+    assert bad.returncode != 0
+    assert "give 8 per GPU" in bad.stderr and "--set batch_size=32" in bad.stderr
+    assert not (tmp_path / "bad" / "config.json").exists()
+    ok = torchrun("--out", str(tmp_path / "ok"), "--set", "batch_size=32")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    s = json.loads((tmp_path / "ok/train_summary.json").read_text())
+    assert s["world_size"] == 2
+    # corrected protocol: per-sample tiling, any per-GPU batch
+    fixed = torchrun("--out", str(tmp_path / "fixed"), "--set", "protocol=corrected")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
