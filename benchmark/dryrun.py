@@ -28,6 +28,7 @@ Layout of DIR:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -91,29 +92,38 @@ def _subset_rows(label_source) -> dict[str, pd.DataFrame]:
     return {k: read_source(resolve_source(label_source, k)) for k in ("train", "val")}
 
 
-def _draw(source: pd.DataFrame, n: int, rng: np.random.Generator, cover: bool) -> pd.DataFrame:
-    """``n`` distinct rows of ``source`` (seeded). ``cover``: first one row per class that has
-    positives (each class then has a positive, the label graphs and class weights are
-    defined), the rest at random; always at least one defective and one normal row."""
+def _draw(source: pd.DataFrame, n: int, rng: np.random.Generator, cover: bool,
+          exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """``n`` distinct rows of ``source`` (seeded), none with a filename in ``exclude``.
+    ``cover``: up to two thirds of the rows first give one positive to each class (in random
+    order), so class weights and label graphs see every class; at least one normal and one
+    defective row; the rest at random. Rows keep the file's order (sorted filenames)."""
+    pool = np.flatnonzero(~source["Filename"].isin(set(exclude)).to_numpy())
+    if len(pool) < n:
+        raise SewerbenchError(f"dryrun: the subset file has {len(pool)} usable rows, {n} needed")
     y = source[list(CLASS_CODES)].to_numpy() == 1
     chosen: list[int] = []
+
+    def take(cands: np.ndarray) -> None:
+        cands = np.setdiff1d(cands, chosen)
+        if len(cands):
+            chosen.append(int(rng.choice(cands)))
+
     if cover:
+        n_cover = n - max(1, n // 3)
         for k in rng.permutation(len(CLASS_CODES)):
-            if len(chosen) >= n:
+            if len(chosen) >= n_cover:
                 break
-            if chosen and y[chosen, k].any():
-                continue
-            cand = np.flatnonzero(y[:, k])
-            cand = cand[~np.isin(cand, chosen)]
-            if len(cand):
-                chosen.append(int(rng.choice(cand)))
-    normal = np.flatnonzero(~y.any(axis=1))
-    if not (~y[chosen].any(axis=1)).any() and len(normal) and len(chosen) < n:
-        chosen.append(int(rng.choice(normal)))
-    rest = np.setdiff1d(np.arange(len(source)), chosen)
+            if not (chosen and y[chosen, k].any()):
+                take(pool[y[pool, k]])
+    defective = y[pool].any(axis=1)
+    if len(chosen) < n and not (~y[chosen].any(axis=1)).any():
+        take(pool[~defective])
+    if len(chosen) < n and not y[chosen].any():
+        take(pool[defective])
+    rest = np.setdiff1d(pool, chosen)
     chosen += [int(i) for i in rng.choice(rest, size=n - len(chosen), replace=False)]
-    rows = source.iloc[sorted(chosen)].reset_index(drop=True)
-    return rows[list(CSV_COLUMNS)]
+    return source.iloc[sorted(chosen)].reset_index(drop=True)[list(CSV_COLUMNS)]
 
 
 def make_frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -146,11 +156,9 @@ def build_mini_sewerml(root: str | os.PathLike, images: int = DEFAULT_IMAGES, se
     sizes = split_sizes(images)
     src = _subset_rows(label_source)
     rng = np.random.default_rng([int(seed), 1601])
-    frames = {"train": _draw(src["train"], sizes["train"], rng, cover=True)}
-    both = _draw(src["val"], sizes["val"] + sizes["test"], rng, cover=True)
-    order = rng.permutation(len(both))
-    frames["val"] = both.iloc[np.sort(order[:sizes["val"]])].reset_index(drop=True)
-    frames["test"] = both.iloc[np.sort(order[sizes["val"]:])].reset_index(drop=True)
+    frames = {"train": _draw(src["train"], sizes["train"], rng, cover=True),
+              "val": _draw(src["val"], sizes["val"], rng, cover=True)}
+    frames["test"] = _draw(src["val"], sizes["test"], rng, cover=False, exclude=frames["val"]["Filename"])
     root.mkdir(parents=True, exist_ok=True)
     folders: dict[str, list[str]] = {}
     shapes: dict[str, int] = {}
@@ -509,7 +517,15 @@ def check_outputs(project: Path, params: Mapping[str, Any], times: Mapping[str, 
     if missing:
         raise SewerbenchError(f"{project}: missing outputs after dvc repro: {', '.join(missing[:8])}"
                               f"{' ...' if len(missing) > 8 else ''}")
-    return {"stages": stages, "tables": sorted(o for o in expected_outputs(params) if o.startswith("results/")
+    trained = {}
+    for r in params.get("runs") or {}:
+        f = project / "runs" / r / "train_summary.json"
+        if f.is_file():
+            t = json.loads(f.read_text(encoding="utf-8"))
+            seen = t.get("train_images_per_s", 0.0) * t.get("train_seconds", 0.0)
+            trained[r] = {"params": t.get("params"), "reference_num_params": t.get("reference_num_params"),
+                          "train_images_seen": int(round(seen)), "wall_seconds": t.get("wall_seconds")}
+    return {"stages": stages, "trained": trained, "tables": sorted(o for o in expected_outputs(params) if o.startswith("results/")
                                                and not o.startswith("results/metrics")),
             "plots": plots}
 

@@ -38,18 +38,45 @@ __all__ = [
 ]
 
 
-def prepare(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Check shapes and values; return float64 scores and targets with -1 mapped to 0."""
+def _checked(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate like :func:`prepare`; return float64 scores and the raw targets array."""
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(targets)
     if s.ndim != 2 or t.shape != s.shape:
         raise ValueError(f"scores {s.shape} and targets {t.shape} must be equal (N, C) arrays")
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
-    if not np.isin(t, (-1, 0, 1)).all():
+    # the same test as np.isin(t, (-1, 0, 1)), without isin's sort
+    if t.dtype == np.bool_:
+        pass
+    elif t.dtype.kind in "iu":
+        if t.size and (t.min() < -1 or t.max() > 1):
+            raise ValueError("targets must be -1, 0 or 1")
+    elif not ((t == 0) | (t == 1) | (t == -1)).all():
         raise ValueError("targets must be -1, 0 or 1")
-    t = np.where(t == -1, 0, t).astype(np.int64)
     return s, t
+
+
+def _prepared(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 scores and the boolean positives matrix ``targets == 1`` (-1 -> 0)."""
+    s, t = _checked(scores, targets)
+    return s, (t if t.dtype == np.bool_ else t == 1)
+
+
+def prepare(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes and values; return float64 scores and targets with -1 mapped to 0."""
+    s, t = _checked(scores, targets)
+    return s, np.where(t == -1, 0, t).astype(np.int64)
+
+
+def _counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (Ng, Np, Nc) from boolean prediction and ground-truth matrices (N, C)."""
+    pred_normal = ~pred.any(axis=1)
+    gt_normal = ~gt.any(axis=1)
+    ng = np.append(np.count_nonzero(gt, axis=0), np.count_nonzero(gt_normal))
+    np_ = np.append(np.count_nonzero(pred, axis=0), np.count_nonzero(pred_normal))
+    nc = np.append(np.count_nonzero(gt & pred, axis=0), np.count_nonzero(gt_normal & pred_normal))
+    return ng.astype(np.float64), np_.astype(np.float64), nc.astype(np.float64)
 
 
 def class_counts(scores: Any, targets: Any, threshold: float = THRESHOLD
@@ -59,14 +86,8 @@ def class_counts(scores: Any, targets: Any, threshold: float = THRESHOLD
     Ng: ground-truth positives, Np: predicted positives (``score >= threshold``), Nc: true
     positives. Np is *not* yet fixed for zeros (see :func:`fix_np`).
     """
-    s, t = prepare(scores, targets)
-    pred = s >= threshold
-    pred_normal = ~pred.any(axis=1)
-    gt_normal = ~(t == 1).any(axis=1)
-    ng = np.append((t == 1).sum(axis=0), gt_normal.sum()).astype(np.float64)
-    np_ = np.append(pred.sum(axis=0), pred_normal.sum()).astype(np.float64)
-    nc = np.append((t * pred).sum(axis=0), (gt_normal & pred_normal).sum()).astype(np.float64)
-    return ng, np_, nc
+    s, gt = _prepared(scores, targets)
+    return _counts(s >= threshold, gt)
 
 
 def fix_np(np_: np.ndarray) -> np.ndarray:
@@ -163,33 +184,73 @@ def micro_f1(ng, np_, nc) -> np.ndarray:
         return (2 * np.sum(nc, axis=-1)) / (np.sum(np_, axis=-1) + np.sum(ng, axis=-1))
 
 
+def _exact_match(pred: np.ndarray, gt: np.ndarray) -> float:
+    n = pred.shape[0]
+    match = (pred == gt).all(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(np.count_nonzero(match)) / n)
+
+
 def exact_match_accuracy(scores, targets, threshold: float = THRESHOLD) -> float:
     """Fraction of rows whose thresholded predictions all equal the targets (-1 as 0)."""
-    s, t = prepare(scores, targets)
-    match = (t == (s >= threshold)).all(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.sum(match.astype(np.float64)) / s.shape[0])
+    s, gt = _prepared(scores, targets)
+    return _exact_match(s >= threshold, gt)
 
 
-def _ap_1d(scores: np.ndarray, target: np.ndarray) -> float:
-    order = np.argsort(scores, axis=0)[::-1]
-    hits = target[order] == 1
-    npos = int(hits.sum())
-    if npos == 0:
-        return 0.0
-    ranks = np.flatnonzero(hits).astype(np.float64) + 1.0
+def _ap_argsort(col: np.ndarray, pos: np.ndarray) -> float:
+    """AP by walking ``np.argsort(col)[::-1]`` (the official ranking, ties included)."""
+    order = np.argsort(col, axis=0)[::-1]
+    ranks = np.flatnonzero(pos[order]).astype(np.float64) + 1.0
+    npos = ranks.size
     prec = np.arange(1, npos + 1, dtype=np.float64) / ranks
     return float(np.cumsum(prec)[-1] / npos)
+
+
+def _ap_1d(col: np.ndarray, pos: np.ndarray) -> float:
+    """Official AP of one column: ``col`` float64 scores, ``pos`` boolean positives.
+
+    The official code ranks by ``np.argsort(col)[::-1]``; a positive's rank is the number of
+    rows ranked before it plus one. A row with a strictly higher score is always ranked
+    before; only the order *inside* a run of equal scores is argsort's own. When every run of
+    equal scores that holds a positive holds positives only, that order cannot change which
+    ranks are hits, so the ranks follow from one value sort (no index sort): a run of ``c``
+    positives at score ``v`` with ``g`` rows scoring above ``v`` takes ranks ``g+1..g+c``.
+    Otherwise (a positive tied with a negative) the argsort is walked as the official code
+    does. Either way the precisions ``seen / rank`` are the same floats summed left to right
+    (``cumsum``) as the official loop, so the AP is bit-identical.
+    """
+    pvals = col[pos]
+    npos = pvals.size
+    if npos == 0:
+        return 0.0
+    u, c = np.unique(pvals, return_counts=True)
+    srt = np.sort(col)
+    lo = np.searchsorted(srt, u, side="left")
+    hi = np.searchsorted(srt, u, side="right")
+    if not np.array_equal(hi - lo, c):
+        return _ap_argsort(col, pos)
+    above = (col.size - hi)[::-1]            # rows strictly above each run, best run first
+    c = c[::-1]
+    before = np.cumsum(c) - c                # positives in the better runs
+    ranks = (np.repeat(above - before, c) + np.arange(1, npos + 1)).astype(np.float64)
+    prec = np.arange(1, npos + 1, dtype=np.float64) / ranks
+    return float(np.cumsum(prec)[-1] / npos)
+
+
+def _ap_columns(s: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    st = np.ascontiguousarray(s.T)
+    gtt = np.ascontiguousarray(gt.T)
+    return np.array([_ap_1d(st[k], gtt[k]) for k in range(st.shape[0])], dtype=np.float64)
 
 
 def average_precision(scores: Any, targets: Any):
     """Official (non-interpolated) AP: per column for (N, C) input, a float for (N,) input."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:
-        s2, t2 = prepare(s[:, None], np.asarray(targets)[:, None])
-        return _ap_1d(s2[:, 0], t2[:, 0])
-    s, t = prepare(s, targets)
-    return np.array([_ap_1d(s[:, k], t[:, k]) for k in range(s.shape[1])], dtype=np.float64)
+        s2, g2 = _prepared(s[:, None], np.asarray(targets)[:, None])
+        return _ap_1d(np.ascontiguousarray(s2[:, 0]), np.ascontiguousarray(g2[:, 0]))
+    s, gt = _prepared(s, targets)
+    return _ap_columns(s, gt)
 
 
 def mean_average_precision(ap) -> float:
@@ -224,16 +285,17 @@ def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
     AP tie order follows the row order given (the CLI sorts rows by Filename, as the
     official script does).
     """
-    s, t = prepare(scores, targets)
+    s, gt = _prepared(scores, targets)
     weights = CIW if weights is None else np.asarray(weights, dtype=np.float64)
     if labels is None:
         labels = (list(CLASS_CODES) if s.shape[1] == NUM_CLASSES
                   else [str(i) for i in range(s.shape[1])])
     if len(weights) != s.shape[1] or len(labels) != s.shape[1]:
         raise ValueError("weights and labels must have one entry per class")
-    ng, np_, nc = class_counts(s, t, threshold)
+    pred = s >= threshold
+    ng, np_, nc = _counts(pred, gt)
     m = metrics_from_counts(ng, np_, nc, weights)
-    ap = average_precision(s, t)
+    ap = _ap_columns(s, gt)
     def lst(a):
         return [float(x) for x in np.asarray(a).ravel()]
 
@@ -249,7 +311,7 @@ def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
             "OP": float(m["OP"]), "OR": float(m["OR"]), "OF1": float(m["OF1"]),
             "CP": float(m["CP"]), "CR": float(m["CR"]), "CF1": float(m["CF1"]),
             "MF1": float(m["MF1"]), "mF1": float(m["mF1"]),
-            "EMAcc": exact_match_accuracy(s, t, threshold),
+            "EMAcc": _exact_match(pred, gt),
             "mAP": mean_average_precision(ap),
         },
         A.AUXILLARY: {

@@ -56,6 +56,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from benchmark.config.resolve import deep_merge, dotted_to_nested
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_path, atomic_to_csv, atomic_write_text
 
@@ -87,26 +88,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- small helpers
-def _deep_merge(base: Mapping, over: Mapping | None) -> dict:
-    out = copy.deepcopy(dict(base))
-    for k, v in (over or {}).items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def nested(values: Mapping[str, Any]) -> dict:
-    """``{"optimizer.lr": 1e-3}`` -> ``{"optimizer": {"lr": 1e-3}}``."""
-    out: dict = {}
-    for key, value in values.items():
-        node = out
-        parts = str(key).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
+_deep_merge = deep_merge          # the resolver's merge (``over`` wins, recursively)
+nested = dotted_to_nested          # {"optimizer.lr": x} -> {"optimizer": {"lr": x}}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
