@@ -2,9 +2,10 @@
 
 Images (rows) are resampled with replacement. Resample i draws ``N`` row indices with its
 own generator spawned from ``SeedSequence(seed)`` (see :func:`resample_indices`).
-Per-class counts of all resamples come from matrix products: rows are grouped by their 0/1 indicator pattern (target, prediction,
-hit for the 17 classes and Normal), and multiplicities (B x patterns) @ patterns (patterns x
-K) gives exact integer counts. The metrics then come from
+Per-class counts of all resamples come from matrix products: rows are grouped by their 0/1
+indicator pattern (target, prediction, hit for the 17 classes and Normal), and multiplicities
+(B x patterns, one gather and one ``bincount`` per resample) @ patterns (patterns x K) gives
+exact integer counts. The metrics then come from
 :func:`benchmark.metrics.metrics_from_counts`, i.e. the official definitions.
 
 CIs are percentile intervals (default 95%). The paired comparison resamples the same
@@ -23,17 +24,25 @@ from benchmark.classes import CIW
 
 #: The metrics with CIs and paired comparisons (their names in every artefact).
 HEADLINE = A.CI_METRICS
-_CHUNK_ELEMENTS = 8_000_000  # indices per chunk (~32 MB int32)
+_CHUNK_ELEMENTS = 8_000_000  # indices (or pattern multiplicities) per chunk (~32 MB)
 
 
 def _indicators(scores, targets, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-row 0/1 matrices (N, 18): ground truth and prediction incl. the Normal entry."""
-    s, t = M.prepare(scores, targets)
+    s, gt = M._prepared(scores, targets)
     pred = s >= threshold
-    gt = t == 1
     gt = np.concatenate([gt, ~gt.any(axis=1, keepdims=True)], axis=1)
     pred = np.concatenate([pred, ~pred.any(axis=1, keepdims=True)], axis=1)
     return gt, pred
+
+
+def _children(n_resamples: int, seed: int) -> list[np.random.SeedSequence]:
+    return np.random.SeedSequence(seed).spawn(n_resamples)
+
+
+def _draw(child: np.random.SeedSequence, n: int) -> np.ndarray:
+    """The row indices of one resample (the documented contract: int32, ``[0, n)``)."""
+    return np.random.default_rng(child).integers(0, n, size=n, dtype=np.int32)
 
 
 def resample_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -42,36 +51,70 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray
     Resample i uses its own generator ``default_rng(SeedSequence(seed).spawn(...)[i])``, so
     the draws do not depend on the chunking.
     """
-    children = np.random.SeedSequence(seed).spawn(n_resamples)
+    children = _children(n_resamples, seed)
     per_chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
     for start in range(0, n_resamples, per_chunk):
-        yield np.stack([np.random.default_rng(c).integers(0, n, size=n, dtype=np.int32)
-                        for c in children[start:start + per_chunk]])
+        part = children[start:start + per_chunk]
+        out = np.empty((len(part), n), dtype=np.int32)
+        for i, c in enumerate(part):
+            out[i] = _draw(c, n)
+        yield out
+
+
+def _row_patterns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group the rows of a boolean (N, K) matrix by their 0/1 pattern.
+
+    Returns ``(first, inverse)``: the row index of one representative per distinct pattern
+    (U of them) and, per row, the number of its pattern (``0 <= inverse < U``). Rows are
+    packed into 64-bit words, so this is one 1-D ``unique`` per word instead of a row sort.
+    """
+    n, k = x.shape
+    packed = np.packbits(x, axis=1)                          # (N, ceil(K / 8)) uint8
+    width = -(-packed.shape[1] // 8) * 8
+    if width != packed.shape[1]:
+        packed = np.concatenate(
+            [packed, np.zeros((n, width - packed.shape[1]), dtype=np.uint8)], axis=1)
+    words = np.ascontiguousarray(packed).view(np.uint64)     # (N, W)
+    inverse = None
+    for w in range(words.shape[1]):
+        if inverse is None:
+            key = words[:, w]
+        else:
+            _, code = np.unique(words[:, w], return_inverse=True)
+            key = inverse.astype(np.int64) * (int(code.max()) + 1) + code.reshape(-1)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    if inverse is None:                                      # K == 0
+        return np.zeros(min(n, 1), dtype=np.intp), np.zeros(n, dtype=np.intp)
+    return first, inverse
 
 
 def _resampled_counts(blocks: list[np.ndarray], n_resamples: int, seed: int) -> list[np.ndarray]:
     """For each (N, K) 0/1 block, the (B, K) column sums over every resample.
 
     Rows are first grouped by their 0/1 pattern (U distinct patterns, usually far fewer
-    than N); each resample's pattern multiplicities (B x U, one ``bincount``) times the
-    pattern matrix (U x K) gives the exact counts.
+    than N); each resample's pattern multiplicities (one gather and one ``bincount`` per
+    resample) times the pattern matrix (U x K) gives the exact counts. Resamples are
+    multiplied in chunks of at most ``_CHUNK_ELEMENTS`` multiplicities.
     """
     x = np.concatenate(blocks, axis=1).astype(bool)
     n = x.shape[0]
     if n >= 2**24:
         raise ValueError("too many rows for exact float32 counts (max 16,777,215)")
-    _, first, inverse = np.unique(np.packbits(x, axis=1), axis=0, return_index=True,
-                                  return_inverse=True)
-    inverse = inverse.reshape(-1)
+    first, inverse = _row_patterns(x)
     patterns = x[first].astype(np.float32)  # (U, K); float32 sums of integers < 2**24 are exact
     u = patterns.shape[0]
-    out = []
-    for idx in resample_indices(n, n_resamples, seed):
-        b = idx.shape[0]
-        flat = (inverse[idx] + (np.arange(b) * u)[:, None]).ravel()
-        mult = np.bincount(flat, minlength=b * u).reshape(b, u).astype(np.float32)
-        out.append((mult @ patterns).astype(np.float64))
-    allc = np.concatenate(out, axis=0)
+    # the smallest index type that holds every pattern number makes the gather cheapest
+    inverse = inverse.astype(np.int16 if u <= np.iinfo(np.int16).max else np.intp)
+    children = _children(n_resamples, seed)
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(u, 1))
+    allc = np.empty((n_resamples, x.shape[1]), dtype=np.float64)
+    mult = np.empty((min(per_chunk, n_resamples), u), dtype=np.float32)
+    for start in range(0, n_resamples, per_chunk):
+        part = children[start:start + per_chunk]
+        for i, c in enumerate(part):
+            mult[i] = np.bincount(np.take(inverse, _draw(c, n)), minlength=u)
+        allc[start:start + len(part)] = mult[:len(part)] @ patterns
     res, start = [], 0
     for blk in blocks:
         res.append(allc[:, start:start + blk.shape[1]])

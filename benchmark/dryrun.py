@@ -462,7 +462,8 @@ def _env() -> dict[str, str]:
 def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | None = print
                  ) -> dict[str, float]:
     """``dvc init --no-scm`` + ``dvc repro --no-commit`` in ``project``; DVC's output goes to
-    ``log_path`` (and ``echo``). Returns stage -> wall seconds; a one-line error on failure."""
+    ``log_path``, each stage's start line (timestamped) also to ``echo``. Returns stage -> wall
+    seconds; a one-line error on failure."""
     dvc, env = _dvc_command(), _env()
     init = subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=project, env=env,
                           capture_output=True, text=True)
@@ -484,10 +485,10 @@ def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | No
                     times[current] = now - t_stage
                 current, t_stage = m.group(1), now
                 line = f"[{time.strftime('%H:%M:%S')}] {line}"
+                if echo is not None:
+                    echo(line.rstrip("\n"))
             fh.write(line)
             fh.flush()
-            if echo is not None:
-                echo(line.rstrip("\n"))
         rc = proc.wait()
         if current is not None:
             times[current] = time.perf_counter() - t_stage
@@ -578,7 +579,7 @@ def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.
     if echo is not None:
         echo(f"dryrun: mini Sewer-ML {mini['rows']} at {out / 'sewerml'}; {len(params['runs'])} runs, "
              f"{len(params['combos'])} combos; dvc repro in {project} (log {out / 'dryrun.log'})")
-    times = run_pipeline(project, out / "dryrun.log", echo=None)
+    times = run_pipeline(project, out / "dryrun.log", echo=echo)
     checked = check_outputs(project, params, times)
     summary = {"format": 1, "out": str(out), "images": mini["rows"], "frame_sizes": mini["frame_sizes"],
                "folders": mini["folders"], "steps": int(steps), "batch_size": int(batch_size),

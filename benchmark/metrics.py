@@ -12,7 +12,12 @@ Same definitions and edge cases as the official ``metrics.py`` / ``calculate_res
   (the 17 classes); the Normal F2, CP, CR, CF1, OP, OR and OF1 have no nan guard;
 * AP ranks by ``np.argsort(scores)[::-1]`` (the same call, so ties break exactly like the
   official code on the same row order), stops once every positive is seen, and is 0 for a
-  class without positives; mAP is the mean over the 17 classes.
+  class without positives; mAP is the mean over the 17 classes. When no positive is tied
+  with a negative the ranks follow from one value sort instead (argsort's order inside a
+  tie run of positives cannot change which ranks are hits; see :func:`_ap_1d`).
+
+Speed: the inputs are validated once, scores and targets are copied once to a class-major
+(17, N) layout, and every count is a contiguous row reduction on boolean arrays.
 
 Sums are taken with the same numpy reductions as the official code (and AP accumulates
 left to right with ``cumsum``), so results are bit-identical to it, not just close.
@@ -69,14 +74,21 @@ def prepare(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
     return s, np.where(t == -1, 0, t).astype(np.int64)
 
 
+def _counts_t(pred_t: np.ndarray, gt_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (Ng, Np, Nc) from boolean prediction and ground-truth matrices in class-major
+    layout (C, N), C-contiguous: every count is a contiguous row reduction."""
+    pred_normal = ~np.logical_or.reduce(pred_t, axis=0)
+    gt_normal = ~np.logical_or.reduce(gt_t, axis=0)
+    ng = np.append(np.count_nonzero(gt_t, axis=1), np.count_nonzero(gt_normal))
+    np_ = np.append(np.count_nonzero(pred_t, axis=1), np.count_nonzero(pred_normal))
+    nc = np.append(np.count_nonzero(gt_t & pred_t, axis=1),
+                   np.count_nonzero(gt_normal & pred_normal))
+    return ng.astype(np.float64), np_.astype(np.float64), nc.astype(np.float64)
+
+
 def _counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw (Ng, Np, Nc) from boolean prediction and ground-truth matrices (N, C)."""
-    pred_normal = ~pred.any(axis=1)
-    gt_normal = ~gt.any(axis=1)
-    ng = np.append(np.count_nonzero(gt, axis=0), np.count_nonzero(gt_normal))
-    np_ = np.append(np.count_nonzero(pred, axis=0), np.count_nonzero(pred_normal))
-    nc = np.append(np.count_nonzero(gt & pred, axis=0), np.count_nonzero(gt_normal & pred_normal))
-    return ng.astype(np.float64), np_.astype(np.float64), nc.astype(np.float64)
+    return _counts_t(np.ascontiguousarray(pred.T), np.ascontiguousarray(gt.T))
 
 
 def class_counts(scores: Any, targets: Any, threshold: float = THRESHOLD
@@ -184,9 +196,10 @@ def micro_f1(ng, np_, nc) -> np.ndarray:
         return (2 * np.sum(nc, axis=-1)) / (np.sum(np_, axis=-1) + np.sum(ng, axis=-1))
 
 
-def _exact_match(pred: np.ndarray, gt: np.ndarray) -> float:
-    n = pred.shape[0]
-    match = (pred == gt).all(axis=1)
+def _exact_match_t(pred_t: np.ndarray, gt_t: np.ndarray) -> float:
+    """EMAcc from class-major (C, N) boolean matrices."""
+    n = pred_t.shape[1]
+    match = np.logical_and.reduce(pred_t == gt_t, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(np.float64(np.count_nonzero(match)) / n)
 
@@ -194,7 +207,7 @@ def _exact_match(pred: np.ndarray, gt: np.ndarray) -> float:
 def exact_match_accuracy(scores, targets, threshold: float = THRESHOLD) -> float:
     """Fraction of rows whose thresholded predictions all equal the targets (-1 as 0)."""
     s, gt = _prepared(scores, targets)
-    return _exact_match(s >= threshold, gt)
+    return _exact_match_t(np.ascontiguousarray((s >= threshold).T), np.ascontiguousarray(gt.T))
 
 
 def _ap_argsort(col: np.ndarray, pos: np.ndarray) -> float:
@@ -237,10 +250,13 @@ def _ap_1d(col: np.ndarray, pos: np.ndarray) -> float:
     return float(np.cumsum(prec)[-1] / npos)
 
 
+def _ap_columns_t(s_t: np.ndarray, gt_t: np.ndarray) -> np.ndarray:
+    """Per-class AP from class-major (C, N) scores and positives."""
+    return np.array([_ap_1d(s_t[k], gt_t[k]) for k in range(s_t.shape[0])], dtype=np.float64)
+
+
 def _ap_columns(s: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    st = np.ascontiguousarray(s.T)
-    gtt = np.ascontiguousarray(gt.T)
-    return np.array([_ap_1d(st[k], gtt[k]) for k in range(st.shape[0])], dtype=np.float64)
+    return _ap_columns_t(np.ascontiguousarray(s.T), np.ascontiguousarray(gt.T))
 
 
 def average_precision(scores: Any, targets: Any):
@@ -292,10 +308,13 @@ def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
                   else [str(i) for i in range(s.shape[1])])
     if len(weights) != s.shape[1] or len(labels) != s.shape[1]:
         raise ValueError("weights and labels must have one entry per class")
-    pred = s >= threshold
-    ng, np_, nc = _counts(pred, gt)
+    # class-major copies: each class is one contiguous row for the counts and the sorts
+    s_t = np.ascontiguousarray(s.T)
+    gt_t = np.ascontiguousarray(gt.T)
+    pred_t = s_t >= threshold
+    ng, np_, nc = _counts_t(pred_t, gt_t)
     m = metrics_from_counts(ng, np_, nc, weights)
-    ap = _ap_columns(s, gt)
+    ap = _ap_columns_t(s_t, gt_t)
     def lst(a):
         return [float(x) for x in np.asarray(a).ravel()]
 
@@ -311,7 +330,7 @@ def evaluate(scores: Any, targets: Any, threshold: float = THRESHOLD,
             "OP": float(m["OP"]), "OR": float(m["OR"]), "OF1": float(m["OF1"]),
             "CP": float(m["CP"]), "CR": float(m["CR"]), "CF1": float(m["CF1"]),
             "MF1": float(m["MF1"]), "mF1": float(m["mF1"]),
-            "EMAcc": _exact_match(pred, gt),
+            "EMAcc": _exact_match_t(pred_t, gt_t),
             "mAP": mean_average_precision(ap),
         },
         A.AUXILLARY: {

@@ -1,0 +1,109 @@
+"""``sewerbench bench``: runs with --quick on tiny inputs, writes perf.json (documented keys)
+and perf.md (a table), refuses bad arguments with a one-line error (exit 2). No timed
+assertions: the benchmark reports speed, the tests check the report's shape."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmark import bench
+from benchmark import metrics as M
+from benchmark.cli import main
+
+QUICK = ["bench", "--quick", "--methods", "tiny_cnn", "--sizes", "smoke", "--rows", "3000",
+         "--resamples", "20", "--workers", "0", "--reps", "1", "--warmup", "0"]
+
+
+def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main([*QUICK, "--out", str(out)]) == 0
+    rep = json.loads((out / bench.PERF_JSON).read_text())
+    assert set(bench.TOP_KEYS) <= set(rep)
+    assert rep["quick"] is True and rep["format"] == bench.FORMAT
+    for key in ("cpu", "logical_cpus", "torch_threads", "torch", "cuda", "gpu", "cpu_capability"):
+        assert key in rep["machine"]
+    (row,) = rep["models"]
+    assert set(row) == set(bench.MODEL_KEYS)
+    assert row["method"] == "tiny_cnn" and row["size"] == "smoke" and row["image_size"] == 64
+    assert row["params"] > 0 and row["gflops_per_image"] > 0 and row["peak_rss_mb"] > 0
+    for key in ("train_model", "train_e2e", "infer_model", "infer_e2e"):
+        t = row[key]
+        assert t["unit"] == "images/s" and t["reps"] == 1 and t["min"] <= t["median"] <= t["max"]
+    assert {(r["source"], r["image_size"]) for r in rep["loader"]} == {("png", 64), ("cache", 64)}
+    assert all(r["frame"] == "704x576" for r in rep["loader"])
+    me = rep["metrics"]
+    assert me["rows"] == 3000 and me["classes"] == 17 and me["identical"] is True
+    assert me["official"]["unit"] == "s" and me["speedup"] > 0
+    assert rep["bootstrap"]["resamples"] == 20 and rep["bootstrap"]["seconds"]["unit"] == "s"
+    assert rep["synthetic"]["rate"]["unit"] == "images/s"
+    md = (out / bench.PERF_MD).read_text()
+    assert "| method | size | px |" in md and "| tiny_cnn | smoke | 64 | fp32 |" in md
+    assert "| PNG 704x576 | 64 |" in md and "all metrics, 3,000 x 17" in md
+    assert md == bench.to_markdown(rep)
+    assert "| tiny_cnn |" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary files left
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "nosuch"], "--methods: unknown method 'nosuch'"),
+    (["--methods", "myrans2018"], "not a torch model"),
+    (["--methods", "tiny_cnn,,xie2019"], "--methods: empty name"),
+    (["--sizes", "huge"], "--sizes: unknown size 'huge'"),
+    (["--device", "tpu"], "--device: choose cpu or cuda"),
+    (["--reps", "0"], "--reps: must be >= 1"),
+    (["--batch", "0"], "--batch: must be >= 1"),
+    (["--threads", "0"], "--threads: must be >= 1"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, needle):
+    assert main(["bench", "--quick", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sewerbench: error:") and needle in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_is_a_file_is_refused(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["bench", "--quick", "--methods", "tiny_cnn", "--out", str(f)]) == 2
+    assert "--out must be a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
+def test_cuda_refused_without_a_device(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["bench", "--device", "cuda", "--methods", "tiny_cnn", "--out", str(tmp_path)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_summary_median_and_spread():
+    s = bench.summary([0.5, 0.25, 1.0], per=2)
+    assert s == {"median": 4.0, "min": 2.0, "max": 8.0, "reps": 3, "unit": "images/s"}
+    assert bench.summary([3.0, 1.0], rate=False)["median"] == 2.0
+
+
+def _ap_by_argsort(col, pos):
+    order = np.argsort(col)[::-1]
+    ranks = np.flatnonzero(pos[order]) + 1.0
+    if ranks.size == 0:
+        return 0.0
+    return float(np.cumsum(np.arange(1, ranks.size + 1) / ranks)[-1] / ranks.size)
+
+
+def test_fast_ap_path_equals_the_argsort_walk():
+    # the sort-only AP path (no positive tied with a negative) and the argsort fallback give
+    # exactly the official walk's value, for tie-free, positive-only-tie and mixed-tie columns
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 400))
+        col = rng.random(n)
+        if trial % 3 == 1:
+            col = col.round(int(rng.integers(1, 3)))          # mixed ties
+        pos = rng.random(n) < rng.choice([0.0, 0.05, 0.3, 1.0])
+        if trial % 3 == 2:                                    # ties among positives only
+            col[pos] = np.round(col[pos], 1) + 2.0
+        assert M._ap_1d(np.ascontiguousarray(col), pos) == _ap_by_argsort(col, pos), trial
