@@ -298,7 +298,7 @@ def test_truncated_or_corrupted_sklearn_model_is_named(tmp_path):
     from methods.myrans2018 import build_myrans2018
 
     rng = np.random.default_rng(0)
-    model = build_myrans2018(size="tiny", n_jobs=1).fit_features(rng.random((40, 512)),
+    model = build_myrans2018(size="tiny", n_jobs=1, grid_search=False).fit_features(rng.random((40, 512)),
                                                                    (rng.random((40, 17)) < 0.3).astype(int))
     path = tmp_path / "model.skops"
     save_sklearn_model(model, path)
