@@ -21,9 +21,11 @@ Layout of DIR:
   BatchNorm statistics measured on noise so activations keep a sane scale
   (:func:`write_pretrained_weights`).
 - ``project/``: params.yaml (:func:`dryrun_params`), dvc.yaml rendered from it, the code and
-  ``data/splits`` the stages depend on; ``dvc init --no-scm`` and ``dvc repro --no-commit``
-  run there (nothing goes to a DVC cache; multi-GB checkpoints are not stored twice).
-- ``dryrun.log`` (the DVC output), ``dryrun.json`` (stage wall times, outputs checked).
+  ``data/splits`` the stages depend on; ``dvc init --no-scm`` with a hardlink cache (the
+  multi-GB checkpoints are not stored twice) and ``dvc repro`` run there.
+- ``dryrun.log`` (the DVC output), ``dryrun_state.json`` (setup and per-stage wall times,
+  updated as stages finish, so ``--resume`` can continue an interrupted run), ``dryrun.json``
+  (the summary: stage wall times, parameter counts, outputs checked).
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ DEFAULT_IMAGES = 48          # train frames; val = images // 2, test = images //
 MIN_IMAGES = 6
 DEFAULT_STEPS = 2
 DEFAULT_BATCH = 4
-#: Methods whose reference recipe loads ImageNet weights -> (layout, architecture).
+#: Method -> (layout, architecture) of the ImageNet file its builder accepts as ``pretrained``
+#: (the dry run writes one for each method whose resolved run would load hub weights).
 WEIGHT_LAYOUTS: dict[str, tuple[str, str]] = {
     "maq2l": ("torchvision", "resnet101"),
     "q2l": ("torchvision", "resnet101"),
@@ -270,6 +273,10 @@ def select_runs(params: Mapping[str, Any], names: Sequence[str] | None
             raise SewerbenchError(f"params.yaml: combos: stage {n!r} is not a run")
     kept = {n: all_runs[n] for n in all_runs if n in keep}
     kept_combos = {n: c for n, c in all_combos.items() if c["stage1"] in kept and c["stage2"] in kept}
+    from benchmark.matrix import ABLATION_METHOD, ablation_cells
+    if not ablation_cells(kept):
+        raise SewerbenchError(f"--runs: keep at least one {ABLATION_METHOD} run: the tables stage writes "
+                              "results/ablation.* (declared in dvc.yaml) from the MA x LC cells")
     return kept, kept_combos
 
 
@@ -459,30 +466,43 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | None = print
-                 ) -> dict[str, float]:
-    """``dvc init --no-scm`` + ``dvc repro --no-commit`` in ``project``; DVC's output goes to
-    ``log_path``, each stage's start line (timestamped) also to ``echo``. Returns stage -> wall
-    seconds; a one-line error on failure."""
+def init_project(project: Path) -> None:
+    """``dvc init --no-scm`` and a hardlink cache: outputs are committed without a second copy
+    of the multi-GB checkpoints, and a second ``dvc repro`` skips the finished stages."""
     dvc, env = _dvc_command(), _env()
-    init = subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=project, env=env,
-                          capture_output=True, text=True)
-    if init.returncode:
-        raise SewerbenchError(f"{project}: dvc init failed: "
-                              f"{(init.stderr or init.stdout).strip().splitlines()[-1:] or '?'}")
+    for cmd in (["init", "--no-scm", "-q"], ["config", "cache.type", "hardlink"]):
+        done = subprocess.run([*dvc, *cmd], cwd=project, env=env, capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            raise SewerbenchError(f"{project}: dvc {cmd[0]} failed: {last[0]}")
+
+
+def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | None = print,
+                 on_stage: Callable[[str, float], None] | None = None) -> dict[str, float]:
+    """``dvc repro`` in ``project``: DVC's output is appended to ``log_path``, each stage's
+    start line (timestamped) also goes to ``echo``; ``on_stage(stage, seconds)`` runs when a
+    stage has finished. Returns stage -> wall seconds of the stages run; a one-line error on
+    failure."""
+    dvc, env = _dvc_command(), _env()
     times: dict[str, float] = {}
     current, t_stage = None, time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as fh:
-        fh.write(f"$ dvc repro --no-commit   (in {project})\n")
-        proc = subprocess.Popen([*dvc, "repro", "--no-commit"], cwd=project, env=env,
+
+    def done(now: float) -> None:
+        if current is not None:
+            times[current] = now - t_stage
+            if on_stage is not None:
+                on_stage(current, times[current])
+
+    with open(log_path, "a", encoding="utf-8") as fh:
+        fh.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ dvc repro   (in {project})\n")
+        proc = subprocess.Popen([*dvc, "repro"], cwd=project, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
             now = time.perf_counter()
             m = _STAGE_LINE.search(line)
             if m:
-                if current is not None:
-                    times[current] = now - t_stage
+                done(now)
                 current, t_stage = m.group(1), now
                 line = f"[{time.strftime('%H:%M:%S')}] {line}"
                 if echo is not None:
@@ -490,11 +510,11 @@ def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | No
             fh.write(line)
             fh.flush()
         rc = proc.wait()
-        if current is not None:
-            times[current] = time.perf_counter() - t_stage
+        if rc == 0:
+            done(time.perf_counter())
     if rc:
         raise SewerbenchError(f"{log_path}: dvc repro failed (exit {rc}) in stage {current or '?'}; "
-                              "the log holds the stage's output")
+                              "the log holds the stage's output (--resume continues from there)")
     return times
 
 
@@ -532,8 +552,11 @@ def check_outputs(project: Path, params: Mapping[str, Any], times: Mapping[str, 
 
 
 # ----------------------------------------------------------------------------- entry point
+STATE_FILE = "dryrun_state.json"
+
+
 def _clear(out: Path) -> None:
-    for name in ("sewerml", "weights", "project", "dryrun.log", "dryrun.json"):
+    for name in ("sewerml", "weights", "project", "dryrun.log", "dryrun.json", STATE_FILE):
         p = out / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -541,18 +564,13 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.yaml",
-               runs: Sequence[str] | None = None, images: int = DEFAULT_IMAGES,
-               steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, force: bool = False,
-               label_source: str | os.PathLike | None = None,
-               echo: Callable[[str], None] | None = print) -> dict:
-    """The whole paper dry run (module docstring); returns (and writes) ``dryrun.json``."""
+def _setup(out: Path, params_path, runs, images: int, steps: int, batch_size: int,
+           label_source, force: bool) -> dict:
+    """Steps 1-3: mini Sewer-ML, weight files, project; returns the state to resume from."""
     from benchmark.config import load_params
-    from benchmark.io import atomic_write_json, check_replaceable_dir, claim_dir
+    from benchmark.io import check_replaceable_dir, claim_dir
     from benchmark.synth.labels import resolve_source
 
-    t0 = time.perf_counter()
-    out = Path(out)
     split_sizes(images)
     base = load_params(params_path)
     select_runs(base, runs)                      # unknown names before anything is written
@@ -560,34 +578,74 @@ def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.
     check_replaceable_dir(out, NAME, force=force)
     claim_dir(out, NAME)
     _clear(out)
-
+    seed = int(base.get("seed", 0))
     t = time.perf_counter()
-    mini = build_mini_sewerml(out / "sewerml", images, seed=int(base.get("seed", 0)),
-                              label_source=source_dir)
+    mini = build_mini_sewerml(out / "sewerml", images, seed=seed, label_source=source_dir)
     t_data = time.perf_counter() - t
     probe = dryrun_params(base, sewerml_root=out / "sewerml", runs=runs, steps=steps,
                           batch_size=batch_size)
     t = time.perf_counter()
-    weights = write_pretrained_weights(out / "weights", pretrained_methods(probe),
-                                       seed=int(base.get("seed", 0)))
+    weights = write_pretrained_weights(out / "weights", pretrained_methods(probe), seed=seed)
     t_weights = time.perf_counter() - t
     params = dryrun_params(base, sewerml_root=out / "sewerml", runs=runs, steps=steps,
                            batch_size=batch_size, pretrained=weights)
     project = out / "project"
     resolved = check_resolved(params, str(project / "params.yaml"))
+    t = time.perf_counter()
     write_project(project, params, source_dir)
+    init_project(project)
+    return {"format": 1, "out": str(out), "images": mini["rows"], "frame_sizes": mini["frame_sizes"],
+            "folders": mini["folders"], "steps": int(steps), "batch_size": int(batch_size),
+            "runs": resolved, "combos": list(params["combos"]), "pretrained": weights,
+            "setup_seconds": {"mini_sewerml": round(t_data, 1), "weights": round(t_weights, 1),
+                              "project": round(time.perf_counter() - t, 1)},
+            "stage_seconds": {}}
+
+
+def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.yaml",
+               runs: Sequence[str] | None = None, images: int = DEFAULT_IMAGES,
+               steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, force: bool = False,
+               label_source: str | os.PathLike | None = None, resume: bool = False,
+               echo: Callable[[str], None] | None = print) -> dict:
+    """The whole paper dry run (module docstring); returns (and writes) ``dryrun.json``.
+
+    ``resume``: continue an interrupted dry run in ``out`` (its project and params as they
+    are; the other options are ignored): ``dvc repro`` skips the finished stages, whose wall
+    times come from ``dryrun_state.json``.
+    """
+    from benchmark.config import load_params
+    from benchmark.io import atomic_write_json, read_owner
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    state_path = out / STATE_FILE
+    if resume:
+        owner = read_owner(out) if out.is_dir() else None
+        if not (owner and owner.get("command") == NAME and state_path.is_file()
+                and (out / "project" / "dvc.yaml").is_file()):
+            raise SewerbenchError(f"{out}: --resume: no interrupted `sewerbench dryrun` here "
+                                  f"(no {STATE_FILE} or project/dvc.yaml)")
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    else:
+        state = _setup(out, params_path, runs, images, steps, batch_size, label_source, force)
+        atomic_write_json(state_path, state)
+    project = out / "project"
+    params = load_params(project / "params.yaml")
     if echo is not None:
-        echo(f"dryrun: mini Sewer-ML {mini['rows']} at {out / 'sewerml'}; {len(params['runs'])} runs, "
+        echo(f"dryrun: mini Sewer-ML {state['images']} at {out / 'sewerml'}; {len(params['runs'])} runs, "
              f"{len(params['combos'])} combos; dvc repro in {project} (log {out / 'dryrun.log'})")
-    times = run_pipeline(project, out / "dryrun.log", echo=echo)
-    checked = check_outputs(project, params, times)
-    summary = {"format": 1, "out": str(out), "images": mini["rows"], "frame_sizes": mini["frame_sizes"],
-               "folders": mini["folders"], "steps": int(steps), "batch_size": int(batch_size),
-               "runs": resolved, "combos": list(params["combos"]), "pretrained": weights,
-               "seconds": {"mini_sewerml": round(t_data, 1), "weights": round(t_weights, 1),
-                           **{k: round(v, 1) for k, v in times.items()},
-                           "total": round(time.perf_counter() - t0, 1)},
-               **checked}
+
+    def record(stage: str, seconds: float) -> None:
+        state["stage_seconds"][stage] = round(seconds, 1)
+        atomic_write_json(state_path, state)
+
+    run_pipeline(project, out / "dryrun.log", echo=echo, on_stage=record)
+    checked = check_outputs(project, params, state["stage_seconds"])
+    seconds = {**state["setup_seconds"], **state["stage_seconds"]}
+    summary = {k: v for k, v in state.items() if k not in ("setup_seconds", "stage_seconds")}
+    summary.update({"seconds": {**seconds, "total": round(sum(seconds.values()), 1)},
+                    "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
+                    "resumed": bool(resume), **checked})
     atomic_write_json(out / "dryrun.json", summary)
     return summary
 
@@ -600,7 +658,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
              f"images {summary['images']}, {summary['steps']} steps of batch {summary['batch_size']}",
              "wall seconds per stage:"]
     lines += [f"  {k:<{width}}  {v:8.1f}" for k, v in sec.items()]
-    lines += [f"  {'total':<{width}}  {total:8.1f}  ({total / 60:.1f} min)",
+    lines += [f"  {'total':<{width}}  {total:8.1f}  ({total / 60:.1f} min)"]
+    if summary.get("resumed"):
+        lines.append(f"  (resumed: this invocation {summary['wall_seconds_this_invocation']:.1f} s; the "
+                     "total adds the stages of earlier ones)")
+    lines += [
               f"tables: {len(summary['tables'])} outputs present; plots: {', '.join(summary['plots'])}",
               f"details: {Path(summary['out']) / 'dryrun.json'}"]
     return "\n".join(lines)

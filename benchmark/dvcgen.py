@@ -116,7 +116,7 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
                     "benchmark/data/layout.py", "benchmark/commands/prepare.py",
                     "benchmark/matrix.py"]),
         "    params:",
-        *_items(6, ["profile", "seed", "data.sewerml_root", "data.fractions", "data.check_images",
+        *_items(6, ["profile", "seed", "data.sewerml_root", "data.fractions", "data.check_images", "data.subset_rule",
                     "data.${profile}"]),
         "    outs:",
         *_items(6, ["data/prepared"]),

@@ -107,10 +107,12 @@ def test_dryrun_params_rewrite(tmp_path):
     assert dryrun.pretrained_methods(dryrun.dryrun_params(PARAMS, sewerml_root=tmp_path)) == [
         "maq2l", "q2l", "asl_tresnet_l"]
     # a combo name brings its stages; unknown names are refused
-    assert set(dryrun.select_runs(PARAMS, ["benchmark_full"])[0]) == {"xie2019_binary_full",
-                                                                     "tresnet_l_stage2_full"}
+    assert set(dryrun.select_runs(PARAMS, ["benchmark_full", "maq2l_sub"])[0]) == {
+        "xie2019_binary_full", "tresnet_l_stage2_full", "maq2l_sub"}
     with pytest.raises(SewerbenchError, match="no run or combo named 'maq2l_fll'.*maq2l_full"):
         dryrun.select_runs(PARAMS, ["maq2l_fll"])
+    with pytest.raises(SewerbenchError, match="at least one maq2l run"):
+        dryrun.select_runs(PARAMS, ["xie2019_full"])          # tables would miss results/ablation.*
     # the project: params.yaml, dvc.yaml and every code dependency of the stages
     deps = dryrun.write_project(tmp_path / "project", p, SUBSETS)
     assert {"methods", "benchmark/train", "data/splits"} <= set(deps)
@@ -148,10 +150,12 @@ def test_dryrun_command_refuses_bad_input(tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert main(["dryrun", "--out", str(foreign), "--runs", "xie2019_binary_full",
+    assert main(["dryrun", "--out", str(foreign), "--runs", "maq2l_sub",
                  "--params", str(ROOT / "params.yaml")]) == 2
     assert "did not create" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine"
+    assert main(["dryrun", "--out", str(foreign), "--resume"]) == 2
+    assert "no interrupted `sewerbench dryrun`" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -184,5 +188,10 @@ def test_paper_dry_run_end_to_end(tmp_path):
         splits = json.loads((project / "data" / "prepared" / "splits.json").read_text())
         assert splits["kind"] == "real" and splits["subset"]["rule"] == "systematic"
         assert (out / "dryrun.json").is_file() and "Running stage 'plots'" in (out / "dryrun.log").read_text()
-    finally:
-        shutil.rmtree(out / "project" / "runs", ignore_errors=True)   # GBs of checkpoints
+        # a second invocation (--resume) finds every stage finished (hardlink cache) and reruns none
+        again = dryrun.run_dryrun(out, resume=True, echo=None)
+        assert again["resumed"] and again["seconds"] == s["seconds"]
+        assert (out / "dryrun.log").read_text().count("Running stage 'train@maq2l_full'") == 1
+    finally:   # GBs of checkpoints (hardlinked into the DVC cache); the logs stay
+        for d in ("runs", ".dvc/cache", "../weights"):
+            shutil.rmtree(out / "project" / d, ignore_errors=True)

@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-source", default=None, metavar="DIR",
                    help="folder with the published SewerML_{Train,Val}_sub_0.0625.csv "
                         "(default data/splits, else ../shared/sewerml)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted dry run in --out: `dvc repro` skips the finished "
+                        "stages (the folder's params are kept; the options above are ignored)")
     p.add_argument("--force", action="store_true",
                    help="write into an --out folder that `sewerbench dryrun` did not create "
                         "(its sewerml/, weights/, project/ are replaced)")
@@ -48,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.dryrun import format_summary, run_dryrun
     from benchmark.io import check_input_file
 
-    check_input_file(args.params, "--params")
+    if not args.resume:
+        check_input_file(args.params, "--params")
     summary = run_dryrun(args.out, params_path=args.params, runs=args.runs, images=args.images,
                          steps=args.steps, batch_size=args.batch_size, force=args.force,
-                         label_source=args.label_source)
+                         label_source=args.label_source, resume=args.resume)
     print(format_summary(summary))
     return 0
