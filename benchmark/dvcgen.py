@@ -18,8 +18,8 @@ from benchmark.data.layout import FULL_SPLIT
 from benchmark.errors import SewerbenchError
 
 HEADER = """\
-# sewerbench pipeline: synth -> prepare -> train (matrix over params.yaml runs:) -> combine
-# (two-stage) -> evaluate -> tables -> plots.
+# sewerbench pipeline: synth -> prepare -> pretrain (synthetic stand-in for ImageNet weights)
+# -> train (matrix over params.yaml runs:) -> combine (two-stage) -> evaluate -> tables -> plots.
 #
 #   dvc repro                       # default profile `smoke`: synthetic data, tiny models, CPU
 #   dvc exp run -S profile=paper    # real Sewer-ML (data.sewerml_root), reference sizes, CUDA
@@ -121,13 +121,26 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
         "    outs:",
         *_items(6, ["data/prepared"]),
     ])
+    lines += _stage("pretrain", [
+        "    cmd: sewerbench pretrain --params params.yaml --out data/pretrained",
+        "    deps:",
+        *_items(6, ["data/splits", "benchmark/pretrain.py", "benchmark/commands/pretrain.py",
+                    "benchmark/synth/render.py", "benchmark/synth/labels.py", "methods/backbones.py",
+                    "methods/tresnet.py"]),
+        "    params:",
+        *_items(6, ["profile", "pretrain", "synth.width", "synth.height", "synth.difficulty",
+                    "synth.label_source", "profiles.${profile}.standin_weights"]),
+        "    outs:",
+        *_items(6, ["data/pretrained"]),
+    ])
     lines += _stage("train", [
         "    foreach: ${runs}",
         "    do:",
         "      cmd: sewerbench train --params params.yaml --run ${key} --out runs/${key}",
         "      deps:",
-        *_items(8, ["data/prepared", "data/synthetic", "benchmark/train", "benchmark/data",
-                    "benchmark/config", "benchmark/seed.py", "methods"]),
+        *_items(8, ["data/prepared", "data/synthetic", "data/pretrained", "benchmark/train",
+                    "benchmark/data", "benchmark/config", "benchmark/seed.py", "benchmark/pretrain.py",
+                    "methods"]),
         "      params:",
         *_items(8, ["seed", "profile", "profiles.${profile}", "recipes.${item.recipe}",
                     "data.prepared", "data.cache", "data.${profile}", "runs.${key}"]),

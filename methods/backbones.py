@@ -9,8 +9,9 @@ torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so torchvision / timm
 ``pretrained``: ``False`` (random init), ``True`` (torchvision's ImageNet weights from the
 torch hub cache / download, or timm's ``resnet101.tv_in1k``; offline this fails with a message
 saying how to supply the file) or the path of a local torchvision ResNet-101 state_dict
-(``.pth`` loaded weights-only, or ``.safetensors``). The tiny size has no pretrained weights
-(``pretrained`` is then ignored with a warning, so smoke runs keep the recipe's setting).
+(``.pth`` loaded weights-only, or ``.safetensors``). The tiny size has no hub weights
+(``pretrained=True`` is then ignored with a warning); a local file of the tiny trunk's shapes
+loads (the synthetic pretraining stand-in of ``sewerbench pretrain``).
 
 ``size="tiny"`` keeps the same structure (bottleneck blocks, FrozenBN, frozen stem and
 layer1, stride 32) with fewer channels and one block per stage, for CPU smoke tests.
@@ -128,8 +129,9 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown backbone size {size!r}; expected one of {sorted(_CONFIGS)}")
         self.body = ResNetBody(*_CONFIGS[size], norm=norm)
         self.num_channels = self.body.num_channels
-        if pretrained and size != "reference":
-            log.warning("no pretrained weights for the %r backbone: random init", size)
+        if pretrained is True and size != "reference":
+            log.warning("no hub weights for the %r backbone: random init (a local file of "
+                        "matching shapes loads at any size)", size)
         elif pretrained:
             load_resnet101_weights(self.body, pretrained)
         if freeze_stem:
@@ -220,7 +222,11 @@ def load_resnet101_weights(body: nn.Module, source: bool | str | os.PathLike) ->
             raise SewerbenchError(f"{path}: expected a ResNet-101 state_dict")
         origin = str(path)
     state = {k: v for k, v in clean_state_dict(state).items() if not k.startswith("fc.")}
-    result = body.load_state_dict(state, strict=False)
+    try:
+        result = body.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: e.g. reference-size weights into the tiny trunk
+        detail = " ".join(str(exc).split())[:200]
+        raise SewerbenchError(f"{origin}: the weights do not fit this ResNet trunk ({detail})") from None
     missing = [k for k in result.missing_keys]
     if missing or result.unexpected_keys:
         raise SewerbenchError(

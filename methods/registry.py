@@ -32,6 +32,8 @@ class MethodSpec:
     feature_stage: bool = False        # scikit-learn model with a feature extractor (features / fit_features)
     takes_protocol: bool = False       # the builder takes the run's protocol (published | corrected)
     full_resolution: bool = False      # the features read each image at its original size (no cache, no resize)
+    standin_backbone: str | None = None  # the synthetic pretraining stand-in it loads (benchmark.pretrain) for
+                                         # `pretrained: true` at size tiny
 
     def builder_default(self, name: str) -> Any:
         """The builder's default for keyword ``name`` (the spec's defaults first)."""
@@ -51,13 +53,16 @@ _SPECS = [
     # --- MA-Q2L and Query2Label (REFERENCE.md sections 3 and 4) ---
     MethodSpec("maq2l", "methods.maq2l:build_maq2l", "q2l", "imagenet", 448,
                "MA-Q2L: ResNet-101 + transformer with mask attention and label correlation",
-               defaults={"mask_attention": True, "label_correlation": True}, takes_image_size=True),
+               defaults={"mask_attention": True, "label_correlation": True}, takes_image_size=True,
+               standin_backbone="resnet101_trunk"),
     MethodSpec("q2l", "methods.q2l:build_q2l", "q2l", "imagenet", 448,
-               "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder", takes_image_size=True),
+               "Query2Label (the paper's Baseline): ResNet-101 + transformer decoder", takes_image_size=True,
+               standin_backbone="resnet101_trunk"),
     # --- ASL (REFERENCE.md section 5) ---
     MethodSpec("asl_tresnet_l", "methods.tresnet:build_tresnet_l", "asl", "none", 448,
                "ASL: TResNet-L trained with the asymmetric loss",
-               defaults={"hub_tag": "miil_in1k_448"}),   # ASL's 448 px ImageNet weights
+               defaults={"hub_tag": "miil_in1k_448"},    # ASL's 448 px ImageNet weights
+               standin_backbone="tresnet_l"),
     MethodSpec("asl_resnet101", "methods.resnet:build_resnet101", "asl", "imagenet", 448,
                "ResNet-101 trained with the asymmetric loss"),
     # --- Sewer-ML benchmark models (REFERENCE.md section 6) ---

@@ -47,7 +47,7 @@ def _interpolate(text, key=None, item=None):
 
 def test_stage_order_and_matrix():
     stages = DVC["stages"]
-    assert list(stages) == ["synth", "prepare", "train", "combine", "evaluate", "evaluate_combo",
+    assert list(stages) == ["synth", "prepare", "pretrain", "train", "combine", "evaluate", "evaluate_combo",
                             "tables", "plots"]
     assert stages["train"]["foreach"] == "${runs}" and stages["evaluate"]["foreach"] == "${runs}"
     assert stages["combine"]["foreach"] == "${combos}"

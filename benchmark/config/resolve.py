@@ -42,7 +42,7 @@ INPUT_KEYS = tuple(k for k in field_names(RunConfig) if k not in _IDENTITY) + fi
 _PROFILE_ONLY = ("methods", "recipes")
 #: params.yaml ``data:`` keys (besides the per-profile sub-sections).
 DATA_PARAM_KEYS = ("sewerml_root", "prepared", "cache", "images", "source", "fractions", "check_images", "subset_rule")
-TOP_LEVEL_KEYS = ("seed", "profile", "synth", "data", "runs", "combos", "tables", "plots", "check", "tune",
+TOP_LEVEL_KEYS = ("seed", "profile", "synth", "pretrain", "data", "runs", "combos", "tables", "plots", "check", "tune",
                   "profiles", "recipes")
 
 
@@ -318,6 +318,13 @@ def _finish(flat: dict, data: dict, spec, run_name: str, recipe_name: str, profi
         flat["target"] = "binary"
     if not flat.get("allow_pretrained", True) or spec.kind == "sklearn":
         flat["pretrained"] = False
+    elif flat.get("pretrained") is True and flat.get("size", "reference") == "tiny" \
+            and flat.get("standin_weights"):
+        # no ImageNet at size tiny: the synthetic pretraining stand-in (benchmark.pretrain)
+        from benchmark.pretrain import weights_path
+
+        backbone = spec.standin_backbone
+        flat["pretrained"] = str(weights_path(flat["standin_weights"], backbone)) if backbone else False
     if isinstance(flat.get("early_stop"), int) and not isinstance(flat.get("early_stop"), bool):
         flat["early_stop"] = {"patience": flat["early_stop"]}
     for key in ("model", "sklearn"):

@@ -164,6 +164,8 @@ class RunConfig:
     size: Literal["tiny", "reference"] = "reference"
     pretrained: Union[bool, str] = False     # ImageNet weights: true = the hub, or a local file
     allow_pretrained: bool = True            # profile switch: false forces pretrained off
+    standin_weights: Optional[str] = None    # profile switch: folder of `sewerbench pretrain`; `pretrained: true`
+                                             # at size tiny loads the method's stand-in backbone from it
     image_size: int = 0
     transform: Literal["imagenet", "sewerml", "none"] = "imagenet"
     model: Mapping[str, Any] = field(default_factory=FrozenDict)    # builder keyword arguments

@@ -177,7 +177,8 @@ class Scene:
     # ------------------------------------------------------------------ base appearance
     def _base_albedo(self) -> np.ndarray:
         rng = self.rng
-        base = _MATERIALS[rng.integers(len(_MATERIALS))] * rng.uniform(0.94, 1.06, 3) * rng.uniform(0.85, 1.15)
+        self.material = int(rng.integers(len(_MATERIALS)))
+        base = _MATERIALS[self.material] * rng.uniform(0.94, 1.06, 3) * rng.uniform(0.85, 1.15)
         zc = np.minimum(self.z_wall, Z_MAX)
         n1 = _vnoise(rng.random((32, 24)), self.phi / TWO_PI * 24, zc * 1.5)
         n2 = _vnoise(rng.random((64, 64)), self.phi / TWO_PI * 64, zc * 5.0)
@@ -616,6 +617,44 @@ def _osd(img: np.ndarray, rng) -> None:
 def render(labels: np.ndarray, water_level: float, rng: np.random.Generator, width: int = 128,
            height: int = 96, difficulty: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Render one frame. Returns (image uint8 (H, W, 3), masks bool (17, H, W))."""
+    out, masks, _scene = render_scene(labels, water_level, rng, width, height, difficulty)
+    return out, masks
+
+
+#: Scene parameters of :func:`scene_parameters` (the pretext targets of ``sewerbench pretrain``):
+#: name -> (low, high) of the renderer's draw, used to scale each to [-1, 1].
+SCENE_PARAMETERS = {
+    "water": (0.0, 1.0),              # water level as a fraction of the pipe height
+    "focal": (0.55, 0.75),            # focal length / image width
+    "centre_x": (-0.08, 0.08),        # principal point offset / width
+    "centre_y": (-0.08, 0.08),        # principal point offset / height
+    "roll": (-0.15, 0.15),            # camera roll (rad), drawn N(0, 0.06)
+    "offset_x": (-0.15, 0.15),        # camera position in the pipe cross-section
+    "offset_y": (-0.12, 0.15),
+    "joint_spacing": (1.0, 2.2),      # pipe segment length (pipe radii)
+    "joint_phase": (0.0, 1.0),        # first joint's depth / segment length
+    "joint_width": (0.015, 0.035),
+}
+#: The texture families (:data:`_MATERIALS`): a classification target of the pretext task.
+NUM_MATERIALS = len(_MATERIALS)
+
+
+def scene_parameters(scene: "Scene", water_level: float) -> tuple[np.ndarray, int]:
+    """The frame's scene parameters scaled to [-1, 1] (order of :data:`SCENE_PARAMETERS`)
+    and its texture family. None of them is a defect label."""
+    raw = {"water": min(max(float(water_level), 0.0), 100.0) / 100.0,
+           "focal": scene.f / scene.w, "centre_x": scene.cx / scene.w - 0.5,
+           "centre_y": scene.cy / scene.h - 0.5, "roll": scene.roll, "offset_x": scene.ox,
+           "offset_y": scene.oy, "joint_spacing": scene.seg_len,
+           "joint_phase": scene.z0 / scene.seg_len, "joint_width": scene.joint_w}
+    vec = np.array([2 * (raw[k] - lo) / (hi - lo) - 1 for k, (lo, hi) in SCENE_PARAMETERS.items()],
+                   np.float32)
+    return np.clip(vec, -1.5, 1.5), int(scene.material)
+
+
+def render_scene(labels: np.ndarray, water_level: float, rng: np.random.Generator, width: int = 128,
+                 height: int = 96, difficulty: float = 0.5) -> tuple[np.ndarray, np.ndarray, "Scene"]:
+    """:func:`render` that also returns the frame's :class:`Scene` (same random draws)."""
     labels = np.asarray(labels).astype(bool)
     difficulty = float(difficulty)
     deform = None
@@ -658,7 +697,7 @@ def render(labels: np.ndarray, water_level: float, rng: np.random.Generator, wid
     _osd(img, rng)
     img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.0)
     out = (img * 255 + 0.5).astype(np.uint8)
-    return out, masks
+    return out, masks, scene
 
 
 def _zrange_static(difficulty: float) -> tuple[float, float]:
