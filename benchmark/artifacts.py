@@ -9,7 +9,9 @@ same names, so a key is spelled in one place:
 * the binary (stage-1) metrics JSON ``binary_<split>.json`` (:class:`BinaryMetrics`);
 * the paired comparison of ``benchmark.bootstrap.paired_bootstrap`` (:class:`PairedComparison`),
   written by ``sewerbench compare`` (with the input paths, :class:`CompareResult`) and, per
-  ablation cell, in ``results/ablation_paired.json``;
+  ablation cell, in ``results/ablation_paired.json``; for cells with several seeds the
+  two-level comparison of ``benchmark.bootstrap.paired_seed_bootstrap``
+  (:class:`SeedPairedComparison`) instead;
 * the train summary ``train_summary.json`` of a run folder (:class:`TrainSummary`).
 
 Only the standard library is imported here, so every layer may use this module.
@@ -185,6 +187,23 @@ class PairedComparison(TypedDict):
     metrics: dict[str, PairedMetric]   # keyed by CI_METRICS
 
 
+#: Keys of the two-level (images x seeds) paired comparison, in the order written.
+SEED_PAIRED_KEYS: tuple[str, ...] = ("n_resamples", "seed", "confidence", "method", "n_seeds_a",
+                                     "n_seeds_b", PAIRED_METRICS)
+SEED_PAIRED_METHOD = ("two-level paired bootstrap: images resampled (the same draw for both "
+                      "arms), seeds resampled per arm; delta of the seed means")
+
+
+class SeedPairedComparison(TypedDict):
+    n_resamples: int
+    seed: int
+    confidence: float
+    method: str
+    n_seeds_a: int
+    n_seeds_b: int
+    metrics: dict[str, PairedMetric]   # a, b: means over the seeds; delta = b - a
+
+
 class CompareResult(TypedDict):
     """``sewerbench compare --out``: the input paths, then the :class:`PairedComparison` keys."""
     a: str
@@ -204,6 +223,14 @@ def paired_metric(a: float, b: float, delta: float, ci: Sequence[float], p_value
 def paired_comparison(n_resamples: int, seed: int, confidence: float,
                       metrics: Mapping[str, PairedMetric]) -> PairedComparison:
     return {"n_resamples": n_resamples, "seed": seed, "confidence": confidence,
+            PAIRED_METRICS: dict(metrics)}  # type: ignore[misc]
+
+
+def seed_paired_comparison(n_resamples: int, seed: int, confidence: float, n_seeds_a: int,
+                           n_seeds_b: int, metrics: Mapping[str, PairedMetric]
+                           ) -> SeedPairedComparison:
+    return {"n_resamples": n_resamples, "seed": seed, "confidence": confidence,
+            "method": SEED_PAIRED_METHOD, "n_seeds_a": n_seeds_a, "n_seeds_b": n_seeds_b,
             PAIRED_METRICS: dict(metrics)}  # type: ignore[misc]
 
 

@@ -11,6 +11,14 @@ exact integer counts. The metrics then come from
 CIs are percentile intervals (default 95%). The paired comparison resamples the same
 images for both score arrays; delta = metric(b) - metric(a), two-sided p-value
 ``min(1, 2 * min((#{delta_b <= 0} + 1), (#{delta_b >= 0} + 1)) / (B + 1))``.
+
+:func:`paired_seed_bootstrap` compares two systems trained with several seeds each (one
+score array per seed): a two-level bootstrap. Resample i draws the images as above (the same
+draw for every seed of both arms, paired), and, independently per arm, ``S_arm`` seeds with
+replacement from that arm's seeds (generator ``default_rng([seed, SEED_STREAM])``, ``(B,
+S_arm)`` indices, arm a then arm b); the replicate is mean over the drawn seeds of b's metric
+minus that of a's. delta = mean over b's seeds minus mean over a's (point values); CI and
+p-value as above. With one seed per arm it is :func:`paired_bootstrap`.
 """
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ from benchmark.classes import CIW
 #: The metrics with CIs and paired comparisons (their names in every artefact).
 HEADLINE = A.CI_METRICS
 _CHUNK_ELEMENTS = 8_000_000  # indices (or pattern multiplicities) per chunk (~32 MB)
+#: Second entropy word of the seed draws of :func:`paired_seed_bootstrap` (a stream apart
+#: from the image draws ``SeedSequence(seed).spawn(B)``).
+SEED_STREAM = 0x5EED
 
 
 def _indicators(scores, targets, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -183,3 +194,74 @@ def paired_bootstrap(scores_a, scores_b, targets, n: int = 1000, seed: int = 0,
         p = min(1.0, 2.0 * min(le + 1, ge + 1) / (n + 1))
         entries[name] = A.paired_metric(a, b, b - a, [lo, hi], p)
     return A.paired_comparison(int(n), int(seed), float(confidence), entries)
+
+
+def _delta_summary(delta: np.ndarray, n: int, confidence: float) -> tuple[list[float], float]:
+    """Percentile CI and two-sided p-value of resampled deltas."""
+    lo, hi = _interval(delta, confidence)
+    le = int(np.sum(delta <= 0))
+    ge = int(np.sum(delta >= 0))
+    return [lo, hi], min(1.0, 2.0 * min(le + 1, ge + 1) / (n + 1))
+
+
+def paired_seed_bootstrap(scores_a, scores_b, targets, n: int = 1000, seed: int = 0,
+                          confidence: float = 0.95, threshold: float = M.THRESHOLD,
+                          weights=CIW) -> A.SeedPairedComparison:
+    """Two-level paired bootstrap of two systems with several seeds each (module docstring).
+
+    ``scores_a`` / ``scores_b``: sequences of score arrays, one per seed (rows aligned with
+    ``targets``, the same images for every array). Returns
+    :class:`benchmark.artifacts.SeedPairedComparison`: the :func:`paired_bootstrap` keys plus
+    ``method``, ``n_seeds_a`` and ``n_seeds_b``; per metric ``a`` / ``b`` are the means over the
+    seeds, ``delta`` = b - a (0-1 scale).
+    """
+    if n < 1:
+        raise ValueError("number of bootstrap resamples must be >= 1")
+    arms = []
+    for name, arm in (("a", scores_a), ("b", scores_b)):
+        arrays = [np.asarray(x, dtype=np.float64) for x in arm]
+        if not arrays:
+            raise ValueError(f"arm {name}: no score arrays (one per seed)")
+        arms.append(arrays)
+    shape = arms[0][0].shape
+    for arrays in arms:
+        for x in arrays:
+            if x.shape != shape:
+                raise ValueError(f"score arrays differ in shape: {shape} vs {x.shape}")
+    gt = None
+    blocks: list[np.ndarray] = []
+    for arrays in arms:
+        for x in arrays:
+            g, p = _indicators(x, targets, threshold)
+            if gt is None:
+                gt = g
+                blocks.append(gt)
+            blocks += [p, gt & p]
+    counts = _resampled_counts(blocks, n, seed)        # the same image draws for every array
+    ng = counts[0]
+    per_arm: list[dict[str, np.ndarray]] = []           # metric -> (B, S_arm) replicates
+    points: list[dict[str, float]] = []                 # metric -> mean of the seeds' points
+    i = 1
+    for arrays in arms:
+        reps = {name: np.empty((n, len(arrays))) for name in HEADLINE}
+        pts = {name: [] for name in HEADLINE}
+        for j, x in enumerate(arrays):
+            h = _headline(ng, counts[i], counts[i + 1], weights)
+            i += 2
+            point = M.evaluate(x, targets, threshold, weights)
+            for name in HEADLINE:
+                reps[name][:, j] = h[name]
+                pts[name].append(point[A.NEW][A.POINT_KEY[name]])
+        per_arm.append(reps)
+        points.append({name: float(np.mean(v)) for name, v in pts.items()})
+    rng = np.random.default_rng([int(seed), SEED_STREAM])
+    picks = [rng.integers(0, len(arrays), size=(n, len(arrays))) for arrays in arms]
+    entries: dict[str, A.PairedMetric] = {}
+    for name in HEADLINE:
+        mean_a, mean_b = (np.take_along_axis(per_arm[k][name], picks[k], axis=1).mean(axis=1)
+                          for k in (0, 1))
+        ci, p = _delta_summary(mean_b - mean_a, n, confidence)
+        a, b = points[0][name], points[1][name]
+        entries[name] = A.paired_metric(a, b, b - a, ci, p)
+    return A.seed_paired_comparison(int(n), int(seed), float(confidence), len(arms[0]),
+                                    len(arms[1]), entries)

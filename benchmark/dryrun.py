@@ -61,6 +61,9 @@ DEFAULT_IMAGES = 48          # train frames; val = images // 2, test = images //
 MIN_IMAGES = 6
 DEFAULT_STEPS = 2
 DEFAULT_BATCH = 4
+#: Seeds kept per run with ``seeds:`` (the first ones): two exercise the train_seed /
+#: evaluate_seed stages and the seed-aware tables at one extra training per such run.
+DEFAULT_MAX_SEEDS = 2
 #: Method -> (layout, architecture) of the ImageNet file its builder accepts as ``pretrained``
 #: (the dry run writes one for each method whose resolved run would load hub weights).
 WEIGHT_LAYOUTS: dict[str, tuple[str, str]] = {
@@ -75,7 +78,7 @@ WEIGHT_LAYOUTS: dict[str, tuple[str, str]] = {
     "tresnet_xl": ("timm", "tresnet_xl"),
 }
 #: Stage outputs that the pipeline writes (not copied into the project).
-_GENERATED = ("data/prepared", "data/synthetic", "runs", "results")
+_GENERATED = ("data/prepared", "data/synthetic", "data/pretrained", "runs", "results")
 _STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
@@ -253,7 +256,7 @@ def select_runs(params: Mapping[str, Any], names: Sequence[str] | None
                 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """(runs, combos) kept for ``names`` (runs or combos; a combo brings its two stages);
     every combo whose two stages are kept is kept. ``None``: everything."""
-    from benchmark.matrix import combos, runs
+    from benchmark.matrix import combos, find_run, runs
 
     all_runs, all_combos = runs(params), combos(params)
     if not names:
@@ -264,6 +267,10 @@ def select_runs(params: Mapping[str, Any], names: Sequence[str] | None
             keep.append(n)
         elif n in all_combos:
             keep += [all_combos[n]["stage1"], all_combos[n]["stage2"]]
+        elif find_run(params, n) is not None:
+            base = find_run(params, n).base
+            raise SewerbenchError(f"--runs: {n} is a seed run of {base} (runs.{base}.seeds); "
+                                  f"name {base}, which keeps all its seeds")
         else:
             from benchmark.config.schema import did_you_mean
             raise SewerbenchError(f"--runs: no run or combo named {n!r}"
@@ -282,10 +289,11 @@ def select_runs(params: Mapping[str, Any], names: Sequence[str] | None
 
 def _restrict_outputs(params: dict) -> None:
     """tables / plots references to runs that are not kept are dropped (or re-pointed)."""
-    from benchmark.matrix import PLOT_CAM_RUNS_KEY, PLOT_SCORE_RUN_KEYS
+    from benchmark.matrix import PLOT_CAM_RUNS_KEY, PLOT_SCORE_RUN_KEYS, run_names
 
     runs, combos = params.get("runs") or {}, params.get("combos") or {}
-    known = set(runs) | set(combos)
+    trained = set(run_names(params))              # the kept entries and their seed runs
+    known = trained | set(combos)
     tables = params.setdefault("tables", {}) or {}
     ref = dict(tables.get("ablation_reference") or {})
     tables["ablation_reference"] = {s: r for s, r in ref.items() if r in runs}
@@ -294,27 +302,34 @@ def _restrict_outputs(params: dict) -> None:
     multilabel = [r for r, spec in runs.items() if spec.get("target") != "binary"
                   and not str(spec.get("method", "")).endswith("_binary")]
     for key in PLOT_SCORE_RUN_KEYS:
-        if plots.get(key) not in runs:
+        if plots.get(key) not in trained:
             plots[key] = multilabel[0] if multilabel else None
-    plots[PLOT_CAM_RUNS_KEY] = [r for r in plots.get(PLOT_CAM_RUNS_KEY) or [] if r in runs]
+    plots[PLOT_CAM_RUNS_KEY] = [r for r in plots.get(PLOT_CAM_RUNS_KEY) or [] if r in trained]
 
 
 def dryrun_params(params: Mapping[str, Any], *, sewerml_root: str | os.PathLike,
                   runs: Sequence[str] | None = None, steps: int = DEFAULT_STEPS,
                   batch_size: int = DEFAULT_BATCH, eval_batch_size: int | None = None,
-                  pretrained: Mapping[str, str] | None = None, synth_images: int = 16) -> dict:
+                  pretrained: Mapping[str, str] | None = None, synth_images: int = 16,
+                  max_seeds: int = DEFAULT_MAX_SEEDS) -> dict:
     """The dry run's copy of ``params`` (params.yaml's content): ``profile: paper`` on the mini
     folder with the CPU runtime, one epoch of ``steps`` optimiser steps, batch
     ``batch_size``, the systematic 1/16 rule, ``runs:`` / ``combos:`` restricted to ``runs``
-    (:func:`select_runs`), local ``pretrained`` files per method
-    (``profiles.paper.methods.<method>.pretrained``) and a tiny synth stage. Recipes, model
-    sizes and everything else stay as they are."""
+    (:func:`select_runs`), every ``seeds:`` list cut to its first ``max_seeds`` (0: all),
+    local ``pretrained`` files per method (``profiles.paper.methods.<method>.pretrained``)
+    and a tiny synth stage. Recipes, model sizes and everything else stay as they are."""
     if int(steps) < 1:
         raise SewerbenchError(f"--steps: must be >= 1, got {steps}")
+    if int(max_seeds) < 0:
+        raise SewerbenchError(f"--max-seeds: must be >= 0 (0 = all), got {max_seeds}")
     if int(batch_size) < 1:
         raise SewerbenchError(f"--batch-size: must be >= 1, got {batch_size}")
     p = copy.deepcopy(dict(params))
     kept_runs, kept_combos = select_runs(p, runs)
+    if int(max_seeds):
+        for spec in kept_runs.values():
+            if isinstance(spec.get("seeds"), list):
+                spec["seeds"] = spec["seeds"][:int(max_seeds)]
     p["runs"], p["combos"] = kept_runs, kept_combos
     p["profile"] = "paper"
     data = p.setdefault("data", {})
@@ -360,8 +375,10 @@ def check_resolved(params: Mapping[str, Any], where: str) -> dict[str, Any]:
     Returns run -> a short description."""
     from benchmark.config import resolve_run
 
+    from benchmark.matrix import run_names
+
     desc = {}
-    for name in params.get("runs") or {}:
+    for name in run_names(params):
         cfg = resolve_run(params, name, where=where)
         if cfg.pretrained is True:
             raise SewerbenchError(f"{where}: run {name}: would download pretrained weights")
@@ -430,11 +447,16 @@ def write_project(project: str | os.PathLike, params: Mapping[str, Any], label_s
 
 
 def expected_stages(params: Mapping[str, Any]) -> list[str]:
-    """DVC stage names (foreach items as ``stage@key``) the pipeline of ``params`` runs."""
+    """DVC stage names (foreach items as ``stage@key``) the pipeline of ``params`` runs
+    (seed runs of ``seeds:`` entries in ``train_seed`` / ``evaluate_seed``)."""
+    from benchmark.matrix import expand_runs
+
     runs = list(params.get("runs") or {})
     combos = list(params.get("combos") or {})
-    return (["synth", "prepare"] + [f"train@{r}" for r in runs] + [f"combine@{c}" for c in combos]
-            + [f"evaluate@{r}" for r in runs] + [f"evaluate_combo@{c}" for c in combos]
+    seeds = [r.name for r in expand_runs(params.get("runs"), combos) if r.name != r.base]
+    return (["synth", "prepare", "pretrain"] + [f"train@{r}" for r in runs] + [f"train_seed@{r}" for r in seeds]
+            + [f"combine@{c}" for c in combos] + [f"evaluate@{r}" for r in runs]
+            + [f"evaluate_seed@{r}" for r in seeds] + [f"evaluate_combo@{c}" for c in combos]
             + ["tables", "plots"])
 
 
@@ -442,8 +464,10 @@ def expected_outputs(params: Mapping[str, Any]) -> list[str]:
     """Files the finished pipeline must hold (relative to the project)."""
     from benchmark.dvcgen import TABLES_OUTS
 
+    from benchmark.matrix import run_names
+
     out = list(TABLES_OUTS)
-    for r in params.get("runs") or {}:
+    for r in run_names(params):
         out += [f"runs/{r}/scores_val.csv", f"runs/{r}/scores_test.csv", f"results/metrics/{r}"]
     for c in params.get("combos") or {}:
         out += [f"runs/{c}/scores_val.csv", f"runs/{c}/scores_test.csv", f"results/metrics/{c}"]
@@ -538,8 +562,10 @@ def check_outputs(project: Path, params: Mapping[str, Any], times: Mapping[str, 
     if missing:
         raise SewerbenchError(f"{project}: missing outputs after dvc repro: {', '.join(missing[:8])}"
                               f"{' ...' if len(missing) > 8 else ''}")
+    from benchmark.matrix import run_names
+
     trained = {}
-    for r in params.get("runs") or {}:
+    for r in run_names(params):
         f = project / "runs" / r / "train_summary.json"
         if f.is_file():
             t = json.loads(f.read_text(encoding="utf-8"))
@@ -565,13 +591,15 @@ def _clear(out: Path) -> None:
 
 
 def _setup(out: Path, params_path, runs, images: int, steps: int, batch_size: int,
-           label_source, force: bool) -> dict:
+           label_source, force: bool, max_seeds: int = DEFAULT_MAX_SEEDS) -> dict:
     """Steps 1-3: mini Sewer-ML, weight files, project; returns the state to resume from."""
     from benchmark.config import load_params
     from benchmark.io import check_replaceable_dir, claim_dir
     from benchmark.synth.labels import resolve_source
 
     split_sizes(images)
+    if int(max_seeds) < 0:
+        raise SewerbenchError(f"--max-seeds: must be >= 0 (0 = all), got {max_seeds}")
     base = load_params(params_path)
     select_runs(base, runs)                      # unknown names before anything is written
     source_dir = resolve_source(label_source, "train").parent
@@ -583,12 +611,12 @@ def _setup(out: Path, params_path, runs, images: int, steps: int, batch_size: in
     mini = build_mini_sewerml(out / "sewerml", images, seed=seed, label_source=source_dir)
     t_data = time.perf_counter() - t
     probe = dryrun_params(base, sewerml_root=out / "sewerml", runs=runs, steps=steps,
-                          batch_size=batch_size)
+                          batch_size=batch_size, max_seeds=max_seeds)
     t = time.perf_counter()
     weights = write_pretrained_weights(out / "weights", pretrained_methods(probe), seed=seed)
     t_weights = time.perf_counter() - t
     params = dryrun_params(base, sewerml_root=out / "sewerml", runs=runs, steps=steps,
-                           batch_size=batch_size, pretrained=weights)
+                           batch_size=batch_size, pretrained=weights, max_seeds=max_seeds)
     project = out / "project"
     resolved = check_resolved(params, str(project / "params.yaml"))
     t = time.perf_counter()
@@ -606,7 +634,8 @@ def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.
                runs: Sequence[str] | None = None, images: int = DEFAULT_IMAGES,
                steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, force: bool = False,
                label_source: str | os.PathLike | None = None, resume: bool = False,
-               echo: Callable[[str], None] | None = print) -> dict:
+               echo: Callable[[str], None] | None = print,
+               max_seeds: int = DEFAULT_MAX_SEEDS) -> dict:
     """The whole paper dry run (module docstring); returns (and writes) ``dryrun.json``.
 
     ``resume``: continue an interrupted dry run in ``out`` (its project and params as they
@@ -627,7 +656,8 @@ def run_dryrun(out: str | os.PathLike, params_path: str | os.PathLike = "params.
                                   f"(no {STATE_FILE} or project/dvc.yaml)")
         state = json.loads(state_path.read_text(encoding="utf-8"))
     else:
-        state = _setup(out, params_path, runs, images, steps, batch_size, label_source, force)
+        state = _setup(out, params_path, runs, images, steps, batch_size, label_source, force,
+                       max_seeds)
         atomic_write_json(state_path, state)
     project = out / "project"
     params = load_params(project / "params.yaml")

@@ -4,7 +4,11 @@ The stages are fixed here; what depends on params.yaml is generated: the run fol
 ``tables`` stage reads scores from (the ablation's paired bootstrap,
 :func:`benchmark.matrix.tables_runs`) and those the ``plots`` stage reads
 (:func:`benchmark.matrix.plots_runs`). The per-run ``train`` / ``evaluate`` / ``combine``
-stages stay DVC ``foreach`` templates over ``${runs}`` and ``${combos}``.
+stages stay DVC ``foreach`` templates over ``${runs}`` and ``${combos}``. The further seeds of
+runs with ``seeds:`` (:func:`benchmark.matrix.expand_runs`) get ``train_seed`` /
+``evaluate_seed`` stages, ``foreach`` over a literal mapping generated here
+(``<run>_seed<s>: {base, seed, recipe, split}``), with the deps and params of their base
+run's stages (``runs.<base>`` included) and ``--seed <s>``.
 ``sewerbench dvc-yaml --check`` (and a test) fail when the committed dvc.yaml is not what
 params.yaml implies.
 """
@@ -20,6 +24,8 @@ from benchmark.errors import SewerbenchError
 HEADER = """\
 # sewerbench pipeline: synth -> prepare -> pretrain (synthetic stand-in for ImageNet weights)
 # -> train (matrix over params.yaml runs:) -> combine (two-stage) -> evaluate -> tables -> plots.
+# train_seed / evaluate_seed: the further seeds of runs with `seeds: [s0, s1, ...]`
+# (runs/<run>_seed<s>; runs/<run> itself trains with s0).
 #
 #   dvc repro                       # default profile `smoke`: synthetic data, tiny models, CPU
 #   dvc exp run -S profile=paper    # real Sewer-ML (data.sewerml_root), reference sizes, CUDA
@@ -69,9 +75,9 @@ def _items(indent: int, values: Sequence[Any]) -> list[str]:
 def _known_runs(params: Mapping[str, Any], names: Sequence[str], where: str) -> list[str]:
     """``names`` as run folders (DVC outputs of train/combine); unknown names are an error
     (a dependency no stage writes would stop `dvc repro`)."""
-    from benchmark.matrix import combos, runs
+    from benchmark.matrix import combos, run_names
 
-    known = set(runs(params)) | set(combos(params))
+    known = set(run_names(params)) | set(combos(params))
     for n in names:
         if n not in known:
             raise SewerbenchError(f"params.yaml: {where}: no run or combo named {n!r}")
@@ -80,6 +86,34 @@ def _known_runs(params: Mapping[str, Any], names: Sequence[str], where: str) -> 
 
 def _stage(name: str, body: list[str]) -> list[str]:
     return [f"  {name}:", *body, ""]
+
+
+def seed_items(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``foreach`` mapping of the ``train_seed`` / ``evaluate_seed`` stages: every further
+    seed run ``<run>_seed<s>`` -> ``{base, seed, recipe, split}`` (recipe as the base entry
+    names it, split with the default filled in), in params order."""
+    from benchmark.matrix import combos, expand_runs, runs
+
+    entries = runs(params)
+    items: dict[str, dict[str, Any]] = {}
+    for r in expand_runs(params.get("runs"), combos(params).keys()):
+        if r.name == r.base:
+            continue
+        spec = entries[r.base]
+        item: dict[str, Any] = {"base": r.base, "seed": int(r.seed)}
+        if "recipe" in spec:
+            item["recipe"] = spec["recipe"]
+        item["split"] = spec.get("split", FULL_SPLIT)
+        items[r.name] = item
+    return items
+
+
+def _foreach_literal(items: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = ["    foreach:"]
+    for key, item in items.items():
+        body = ", ".join(f"{k}: {_scalar(v)}" for k, v in item.items())
+        lines.append(f"      {_scalar(key)}: {{{body}}}")
+    return lines
 
 
 def render_dvc_yaml(params: Mapping[str, Any]) -> str:
@@ -133,20 +167,37 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
         "    outs:",
         *_items(6, ["data/pretrained"]),
     ])
+    train_deps = ["data/prepared", "data/synthetic", "data/pretrained", "benchmark/train",
+                  "benchmark/data", "benchmark/config", "benchmark/seed.py", "benchmark/pretrain.py",
+                  "methods"]
+    train_params = ["seed", "profile", "profiles.${profile}", "recipes.${item.recipe}",
+                    "data.prepared", "data.cache", "data.${profile}"]
     lines += _stage("train", [
         "    foreach: ${runs}",
         "    do:",
         "      cmd: sewerbench train --params params.yaml --run ${key} --out runs/${key}",
         "      deps:",
-        *_items(8, ["data/prepared", "data/synthetic", "data/pretrained", "benchmark/train",
-                    "benchmark/data", "benchmark/config", "benchmark/seed.py", "benchmark/pretrain.py",
-                    "methods"]),
+        *_items(8, train_deps),
         "      params:",
-        *_items(8, ["seed", "profile", "profiles.${profile}", "recipes.${item.recipe}",
-                    "data.prepared", "data.cache", "data.${profile}", "runs.${key}"]),
+        *_items(8, [*train_params, "runs.${key}"]),
         "      outs:",
         *_items(8, ["runs/${key}"]),
     ])
+    seeds = seed_items(params)
+    if seeds:
+        lines += _stage("train_seed", [
+            "    # the further seeds of runs with `seeds:` (the base run's deps and params)",
+            *_foreach_literal(seeds),
+            "    do:",
+            "      cmd: sewerbench train --params params.yaml --run ${key} --seed ${item.seed} "
+            "--out runs/${key}",
+            "      deps:",
+            *_items(8, train_deps),
+            "      params:",
+            *_items(8, [*train_params, "runs.${item.base}"]),
+            "      outs:",
+            *_items(8, ["runs/${key}"]),
+        ])
     combine_cmd = ("sewerbench combine --stage1 runs/${item.stage1}/scores_{set}.csv --stage2 "
                    "runs/${item.stage2}/scores_{set}.csv --mode ${item.mode} "
                    "--out runs/${key}/scores_{set}.csv")
@@ -176,6 +227,18 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
         "      outs:",
         *_items(8, ["results/metrics/${key}"]),
     ])
+    if seeds:
+        lines += _stage("evaluate_seed", [
+            *_foreach_literal(seeds),
+            "    do:",
+            "      cmd: " + evaluate_cmd.replace("{split}", "${item.split}"),
+            "      deps:",
+            *_items(8, ["runs/${key}", "data/prepared", *EVALUATE_CODE]),
+            "      params:",
+            *_items(8, ["seed", "tables.bootstrap", "runs.${item.base}.split"]),
+            "      outs:",
+            *_items(8, ["results/metrics/${key}"]),
+        ])
     lines += _stage("evaluate_combo", [
         "    foreach: ${combos}",
         "    do:",
@@ -191,8 +254,10 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
         "    cmd: sewerbench tables --params params.yaml --metrics results/metrics --runs runs "
         "--prepared data/prepared --out results",
         "    deps:",
+        "      # every run's metrics, seed runs included (results/metrics/<run>)",
         *_items(6, ["results/metrics"]),
-        "      # scores of the MA x LC cells for the paired bootstrap (tables.ablation_reference)",
+        "      # scores of the MA x LC cells and their seed runs for the paired bootstrap",
+        "      # (tables.ablation_reference)",
         *_items(6, tables_deps),
         *_items(6, ["data/prepared", "benchmark/tables.py", "benchmark/published.py",
                     "benchmark/matrix.py", "benchmark/data/layout.py", "benchmark/artifacts.py",
@@ -206,6 +271,7 @@ def render_dvc_yaml(params: Mapping[str, Any]) -> str:
         "    cmd: sewerbench plots --params params.yaml --metrics results/metrics --runs runs "
         "--prepared data/prepared --out results/plots",
         "    deps:",
+        "      # every run's metrics, seed runs included (results/metrics/<run>)",
         *_items(6, ["results/metrics"]),
         "      # plots.pr_run / cooccurrence_run / cam_runs (scores and checkpoints)",
         *_items(6, plots_deps),

@@ -282,6 +282,13 @@ def choose_run(params: Mapping[str, Any], method: str | None, split: str | None,
     runs = params.get("runs") or {}
     if run is not None:
         if run not in runs:
+            from benchmark.matrix import find_run
+
+            found = find_run(params, run)
+            if found is not None:
+                raise SewerbenchError(f"--run: {run} is seed {found.seed} of runs.{found.base} "
+                                      f"(runs.{found.base}.seeds); tune --run {found.base}: its trials "
+                                      f"train with the first seed")
             raise SewerbenchError(f"--run: params.yaml has no run {run!r} (known: {', '.join(runs) or 'none'})")
         entry_method = (runs[run] or {}).get("method")
         entry_split = str((runs[run] or {}).get("split", "full"))
@@ -936,6 +943,10 @@ class Search:
         for key, v in leaves.items():
             args += ["-S", f"++runs.{self.run_name}.{key}={hydra_value(v)}"]
         args += [f"train@{self.run_name}", f"evaluate@{self.run_name}"]
+        from benchmark.matrix import seed_groups
+
+        for name in (seed_groups({self.run_name: self.params["runs"][self.run_name]}).get(self.run_name) or [])[1:]:
+            args += [f"train_seed@{name}", f"evaluate_seed@{name}"]   # its further seeds
         rel = os.path.relpath(self.out / "best.args")
         threads = trial.user_attrs.get("torch_threads")
         env = f"OMP_NUM_THREADS={threads} " if threads else ""

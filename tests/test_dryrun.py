@@ -170,12 +170,16 @@ def test_paper_dry_run_end_to_end(tmp_path):
         assert s["stages"] == dryrun.expected_stages(load_params(project / "params.yaml"))
         assert {"train@maq2l_full", "combine@benchmark_full", "evaluate_combo@benchmark_full",
                 "tables", "plots"} <= set(s["seconds"])
+        # maq2l_full's seeds [0, 1, 2] cut to the first two (--max-seeds 2): one seed stage pair
+        assert {"train_seed@maq2l_full_seed1", "evaluate_seed@maq2l_full_seed1"} <= set(s["seconds"])
+        assert "train_seed@maq2l_full_seed2" not in s["seconds"]
         for name in ("table3", "ablation", "sewerml_table4", "sewerml_table5", "benchmark_metrics"):
             for ext in ("md", "csv", "tex"):
                 assert (project / "results" / f"{name}.{ext}").stat().st_size > 0
         table3 = (project / "results" / "table3.md").read_text()
         assert "profile `paper`" in table3 and "run `maq2l_full` on `val`" in table3
         assert "run `benchmark_full` on `val`" in table3
+        assert "(ours, mean ± sd)" in table3                     # maq2l_full over its 2 seeds
         assert s["plots"]
         # reference sizes, local weights, the step cap
         t = s["trained"]

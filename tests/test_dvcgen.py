@@ -30,8 +30,9 @@ def test_committed_dvc_yaml_is_generated_from_params():
 
 def test_generated_run_dependencies():
     dvc = yaml.safe_load(render_dvc_yaml(PARAMS))
-    cells = [f"runs/{r}" for r in ("maq2l_full", "maq2l_ma_full", "maq2l_lc_full", "maq2l_none_full",
-                                   "maq2l_sub", "maq2l_ma_sub", "maq2l_lc_sub", "maq2l_none_sub")]
+    full = [f"runs/{r}{s}" for r in ("maq2l_full", "maq2l_ma_full", "maq2l_lc_full", "maq2l_none_full")
+            for s in ("", "_seed1", "_seed2")]            # the four full-data cells have seeds [0, 1, 2]
+    cells = full + [f"runs/{r}" for r in ("maq2l_sub", "maq2l_ma_sub", "maq2l_lc_sub", "maq2l_none_sub")]
     assert _deps(dvc, "tables") == cells == [f"runs/{r}" for r in tables_runs(PARAMS)]
     assert _deps(dvc, "plots") == ["runs/maq2l_full", "runs/q2l_full"]
     assert ablation_pairs(PARAMS)[0] == ("maq2l_full", "maq2l_ma_full")
@@ -41,6 +42,9 @@ def test_generated_run_dependencies():
         for cmd in body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]:
             assert cmd.startswith("sewerbench "), (name, cmd)
     assert dvc["stages"]["train"]["foreach"] == "${runs}" == dvc["stages"]["evaluate"]["foreach"]
+    seeds = {f"{r}_seed{s}": {"base": r, "seed": s, "recipe": "maq2l", "split": "full"}
+             for r in ("maq2l_full", "maq2l_ma_full", "maq2l_lc_full", "maq2l_none_full") for s in (1, 2)}
+    assert dvc["stages"]["train_seed"]["foreach"] == seeds == dvc["stages"]["evaluate_seed"]["foreach"]
     assert dvc["stages"]["combine"]["foreach"] == "${combos}" == dvc["stages"]["evaluate_combo"]["foreach"]
     assert dvc["stages"]["evaluate"]["do"]["cmd"].startswith("sewerbench evaluate --run-dir runs/${key} ")
 
@@ -53,8 +57,8 @@ def test_lists_follow_params():
     dvc = yaml.safe_load(render_dvc_yaml(p))
     assert _deps(dvc, "plots") == ["runs/q2l_sub", "runs/asl_tresnet_l_full"] == \
         [f"runs/{r}" for r in plots_runs(p)]
-    assert _deps(dvc, "tables") == ["runs/maq2l_full", "runs/maq2l_ma_full", "runs/maq2l_lc_full",
-                                    "runs/maq2l_none_full"]
+    assert _deps(dvc, "tables") == [f"runs/{r}{s}" for r in ("maq2l_full", "maq2l_ma_full", "maq2l_lc_full",
+                                                             "maq2l_none_full") for s in ("", "_seed1", "_seed2")]
     assert render_dvc_yaml(p) != render_dvc_yaml(PARAMS)
     p["plots"]["cam_runs"] = ["no_such_run"]
     with pytest.raises(SewerbenchError, match=r"plots\.pr_run / cooccurrence_run / cam_runs: "

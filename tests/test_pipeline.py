@@ -47,8 +47,8 @@ def _interpolate(text, key=None, item=None):
 
 def test_stage_order_and_matrix():
     stages = DVC["stages"]
-    assert list(stages) == ["synth", "prepare", "pretrain", "train", "combine", "evaluate", "evaluate_combo",
-                            "tables", "plots"]
+    assert list(stages) == ["synth", "prepare", "pretrain", "train", "train_seed", "combine", "evaluate",
+                            "evaluate_seed", "evaluate_combo", "tables", "plots"]
     assert stages["train"]["foreach"] == "${runs}" and stages["evaluate"]["foreach"] == "${runs}"
     assert stages["combine"]["foreach"] == "${combos}"
 
@@ -57,8 +57,8 @@ def test_every_params_dependency_exists():
     """Each params entry of each stage (for every foreach item) names a key of params.yaml."""
     for name, st in DVC["stages"].items():
         items = [(None, None)]
-        if "foreach" in st:
-            coll = _lookup(PARAMS, st["foreach"][2:-1])
+        if "foreach" in st:   # ${runs} / ${combos}, or a literal mapping (the seed runs)
+            coll = st["foreach"] if isinstance(st["foreach"], dict) else _lookup(PARAMS, st["foreach"][2:-1])
             items = list(coll.items())
             st = st["do"]
         for key, item in items:

@@ -20,7 +20,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from benchmark.dryrun import DEFAULT_BATCH, DEFAULT_IMAGES, DEFAULT_STEPS
+    from benchmark.dryrun import DEFAULT_BATCH, DEFAULT_IMAGES, DEFAULT_MAX_SEEDS, DEFAULT_STEPS
 
     p.add_argument("--out", required=True, metavar="DIR",
                    help="dry-run folder: sewerml/ (mini dataset), weights/, project/ (params.yaml, "
@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"optimiser steps per run (one epoch; default {DEFAULT_STEPS})")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B",
                    help=f"batch size of every run (train and eval; default {DEFAULT_BATCH})")
+    p.add_argument("--max-seeds", type=int, default=DEFAULT_MAX_SEEDS, metavar="N",
+                   help=f"keep the first N seeds of each run with `seeds:` (default {DEFAULT_MAX_SEEDS}: "
+                        "the seed stages run once per such run; 0 = all)")
     p.add_argument("--label-source", default=None, metavar="DIR",
                    help="folder with the published SewerML_{Train,Val}_sub_0.0625.csv "
                         "(default data/splits, else ../shared/sewerml)")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         check_input_file(args.params, "--params")
     summary = run_dryrun(args.out, params_path=args.params, runs=args.runs, images=args.images,
                          steps=args.steps, batch_size=args.batch_size, force=args.force,
-                         label_source=args.label_source, resume=args.resume)
+                         label_source=args.label_source, resume=args.resume,
+                         max_seeds=args.max_seeds)
     print(format_summary(summary))
     return 0

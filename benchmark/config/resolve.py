@@ -31,6 +31,9 @@ from benchmark.errors import SewerbenchError
 
 #: Keys of a run entry that pick the layers rather than override a value.
 RUN_RESERVED = ("method", "recipe", "profile")
+#: Keys of a run entry that shape the run matrix, not the configuration (``seeds``:
+#: :func:`benchmark.matrix.expand_runs`); refused in ``--set``.
+RUN_MATRIX_KEYS = ("seeds",)
 #: Sections of the input namespace, each a dataclass of the schema.
 SECTIONS = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig, "ema": EmaConfig,
             "loss": LossConfig, "aug": AugConfig, "early_stop": EarlyStopConfig}
@@ -172,7 +175,10 @@ def check_params(params: Mapping[str, Any], where: str = "params.yaml") -> None:
     for name, run in (params.get("runs") or {}).items():
         if not isinstance(run, Mapping):
             raise SewerbenchError(f"{where}: runs.{name}: expected a mapping")
-        check_layer(run, f"{where}: runs.{name}", RUN_RESERVED)
+        check_layer(run, f"{where}: runs.{name}", RUN_RESERVED + RUN_MATRIX_KEYS)
+    from benchmark.matrix import expand_runs
+
+    expand_runs(params.get("runs"), (params.get("combos") or {}).keys(), where)  # seeds, names
     data = params.get("data") or {}
     if not isinstance(data, Mapping):
         raise SewerbenchError(f"{where}: data: expected a mapping")
@@ -250,17 +256,26 @@ def _apply_quirks(flat: dict, spec) -> None:
 
 def resolve_run(params: Mapping, run_name: str, overrides: Mapping | None = None,
                 seed: int | None = None, where: str = "params.yaml") -> RunConfig:
-    """The full, validated configuration of run ``run_name`` (see the module docstring)."""
+    """The full, validated configuration of run ``run_name`` (see the module docstring).
+
+    ``run_name`` is an entry of ``runs:`` or a seed run ``<entry>_seed<s>`` of an entry with
+    ``seeds:`` (:func:`benchmark.matrix.expand_runs`): configured by the entry, trained with
+    seed ``s``; the entry itself trains with ``seeds[0]`` when it lists seeds. The seed
+    then goes: params.yaml ``seed`` <- recipe/profile layers <- the run entry's ``seed`` or
+    its ``seeds`` <- ``--set seed=`` <- ``seed`` (``train --seed``)."""
+    from benchmark.matrix import expand_runs
     from methods.registry import get_spec
 
     check_params(params, where)
     runs = _section(params, "runs", where)
-    if run_name not in runs:
+    expanded = {r.name: r for r in expand_runs(runs, (params.get("combos") or {}).keys(), where)}
+    if run_name not in expanded:
         raise SewerbenchError(f"{where}: runs: no run named {run_name!r} (known: {', '.join(runs) or 'none'})"
                               f"{did_you_mean(run_name, runs)}")
+    base_name, matrix_seed = expanded[run_name].base, expanded[run_name].seed
     overrides = coerce_numbers(dict(overrides or {}))
     check_layer(overrides, "--set", RUN_RESERVED)
-    run = dict(runs[run_name] or {})
+    run = dict(runs[base_name] or {})
     run.update({k: v for k, v in overrides.items() if k in RUN_RESERVED})
     method = run.get("method")
     if not method:
@@ -290,11 +305,14 @@ def resolve_run(params: Mapping, run_name: str, overrides: Mapping | None = None
     for layer in (profile, per_recipe.get(recipe_name) or {}, per_method.get(method) or {}):
         flat = deep_merge(flat, layer, skip_none=True)
     data = deep_merge(_data_layer(params, profile_name, profiles), flat.pop("data", None) or {})
-    run_layer = coerce_numbers({k: v for k, v in run.items() if k not in RUN_RESERVED})
+    run_layer = coerce_numbers({k: v for k, v in run.items()
+                                if k not in RUN_RESERVED + RUN_MATRIX_KEYS})
     over_layer = {k: v for k, v in overrides.items() if k not in RUN_RESERVED}
     for layer in (run_layer, over_layer):
         data = deep_merge(data, layer.get("data") or {})
         flat = deep_merge(flat, {k: v for k, v in layer.items() if k != "data"})
+        if layer is run_layer and matrix_seed is not None:
+            flat["seed"] = int(matrix_seed)
     if seed is not None:
         flat["seed"] = int(seed)
     return _finish(flat, data, spec, run_name, recipe_name, profile_name,
