@@ -17,12 +17,52 @@ def add_arguments(p) -> None:
     p.add_argument("--case", action="append", default=None,
                    help="only this case (repeatable); default every case of reference.json")
     p.add_argument("--update", action="store_true",
-                   help="recompute and rewrite reference.json (keeps the tolerances)")
+                   help="recompute and rewrite reference.json (keeps the tolerances); with --results: "
+                        "write results_<profile>.json from the finished repro")
+    p.add_argument("--results", metavar="DIR",
+                   help="compare a finished `dvc repro` (DIR/metrics/<run>/*.json) with the committed "
+                        "headline numbers of its profile (--reference-dir/results_<profile>.json)")
+    p.add_argument("--params", default="params.yaml",
+                   help="with --results: params.yaml of the repro (profile, runs, seeds)")
+
+
+def _run_results(args) -> int:
+    from pathlib import Path
+
+    from benchmark.check_results import build_reference, compare, load_reference, reference_path
+    from benchmark.config.resolve import load_params
+    from benchmark.errors import SewerbenchError
+    from benchmark.io import atomic_write_json
+    from benchmark.matrix import profile
+
+    if args.case:
+        raise SewerbenchError("--case: not with --results (the results check has no cases)")
+    params = load_params(args.params)
+    root = Path(args.results)
+    metrics_dir = root / "metrics" if (root / "metrics").is_dir() else root
+    path = reference_path(args.reference_dir, profile(params))
+    if args.update:
+        ref = build_reference(metrics_dir, params)
+        atomic_write_json(path, ref)
+        n = sum(len(m) for sets in ref["expected"].values() for m in sets.values())
+        print(f"check: wrote {path} ({n} metrics, tolerances {ref['tolerances']})")
+        return 0
+    misses, n = compare(metrics_dir, load_reference(path), profile(params))
+    if misses:
+        print(f"check --results: {len(misses)} of {n} metrics outside tolerance:")
+        print("run/set | metric | expected | got | tolerance")
+        for m in misses:
+            print(f"{m.case} | {m.metric} | {m.expected!r} | {m.got!r} | {m.tolerance:g}")
+        return 1
+    print(f"check --results: all {n} metrics of {metrics_dir} within tolerance of {path}")
+    return 0
 
 
 def run(args) -> int:
     from benchmark.check import compute_reference, run_checks, write_reference
 
+    if args.results:
+        return _run_results(args)
     t0 = time.perf_counter()
     if args.update:
         ref = compute_reference(args.reference_dir, args.case)

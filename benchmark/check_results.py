@@ -1,0 +1,143 @@
+"""``sewerbench check --results DIR``: a finished ``dvc repro`` against a committed reference.
+
+The reference (``results/reference/results_<profile>.json``) holds the headline numbers of the
+default profile's runs (F2-CIW, F1-Normal, mAP per run and evaluation set, 0-1 scale) and a
+tolerance per metric derived from the measured seed spread: ``k`` x the pooled sample sd over
+the runs trained with several seeds (``seeds:``), never below ``floor``. ``--update`` writes
+it from a finished repro; the comparison reports every value outside its tolerance, a run or
+evaluation set that is missing, and a reference written for another profile.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from benchmark import artifacts as A
+from benchmark.errors import SewerbenchError
+
+HEADLINE = (A.F2_CIW, A.F1_NORMAL, "mAP")
+FORMAT = 1
+DEFAULT_K = 3.0
+DEFAULT_FLOOR = 0.01
+
+
+def reference_path(ref_dir: str | Path, profile: str) -> Path:
+    return Path(ref_dir) / f"results_{profile}.json"
+
+
+def headline_values(metrics_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run: {evaluation set: {metric: value}}}`` of ``<metrics_dir>/<run>/<set>.json``
+    (multi-label runs only; binary stage-1 runs have no F2-CIW)."""
+    from benchmark.check import flatten_metrics
+    from benchmark.tables import load_metrics
+
+    root = Path(metrics_dir)
+    if not root.is_dir():
+        raise SewerbenchError(f"{root}: --results: no such folder (expected <results>/metrics/<run>/)")
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for run, sets in load_metrics(root).items():
+        for split, m in sets.items():
+            try:
+                flat = flatten_metrics(m)
+            except (KeyError, TypeError, IndexError):
+                raise SewerbenchError(f"{root / run / A.metrics_file(split)}: not an official metrics "
+                                      "JSON") from None
+            out.setdefault(run, {})[split] = {k: float(flat[k]) for k in HEADLINE}
+    return out
+
+
+def seed_spread(values: Mapping[str, Mapping[str, Mapping[str, float]]],
+                groups: Mapping[str, list[str]], split: str = A.EVAL_VAL) -> dict[str, Any]:
+    """Pooled sample sd per headline metric over the seed groups with >= 2 finished seeds."""
+    variances: dict[str, list[float]] = {k: [] for k in HEADLINE}
+    used = []
+    for base, names in groups.items():
+        rows = [values[n][split] for n in names if split in values.get(n, {})]
+        if len(rows) < 2:
+            continue
+        used.append(base)
+        for k in HEADLINE:
+            variances[k].append(float(np.var([r[k] for r in rows], ddof=1)))
+    if not used:
+        raise SewerbenchError("check --update --results: no run has two or more finished seeds; the "
+                              "tolerances come from the seed spread (give a run `seeds:`)")
+    return {"groups": used, "sd": {k: math.sqrt(float(np.mean(v))) for k, v in variances.items()}}
+
+
+def build_reference(metrics_dir: str | Path, params: Mapping[str, Any], *, k: float = DEFAULT_K,
+                    floor: float = DEFAULT_FLOOR) -> dict:
+    """The reference of a finished repro: every run entry and combo (seed runs enter the spread)."""
+    from benchmark.matrix import profile, seed_groups
+
+    values = headline_values(metrics_dir)
+    groups = seed_groups(params.get("runs"))
+    spread = seed_spread(values, groups)
+    tol = {m: round(max(floor, k * spread["sd"][m]), 6) for m in HEADLINE}
+    names = [*groups, *(params.get("combos") or {})]
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SewerbenchError(f"{metrics_dir}: no metrics for {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}; finish `dvc repro` first")
+    return {"format": FORMAT, "profile": profile(params),
+            "description": "Headline numbers of a finished `dvc repro` (0-1 scale); tolerance = "
+                           f"max({floor}, {k} x pooled seed sd on val)",
+            "k": k, "floor": floor, "seed_sd": spread["sd"], "seed_groups": spread["groups"],
+            "tolerances": tol,
+            "expected": {n: values[n] for n in names}}
+
+
+def load_reference(path: Path) -> dict:
+    try:
+        ref = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SewerbenchError(f"{path}: results reference missing (write it from a finished repro with "
+                              "`sewerbench check --results results --update`)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SewerbenchError(f"{path}: invalid JSON ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise SewerbenchError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(ref, dict) or ref.get("format") != FORMAT:
+        raise SewerbenchError(f"{path}: not a results reference (format {FORMAT})")
+    tols, expected = ref.get("tolerances"), ref.get("expected")
+    if not isinstance(tols, dict) or set(tols) != set(HEADLINE) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in tols.values()):
+        raise SewerbenchError(f"{path}: tolerances: expected a number >= 0 for each of {', '.join(HEADLINE)}")
+    if not isinstance(expected, dict) or not expected:
+        raise SewerbenchError(f"{path}: expected: must be a non-empty object of run -> set -> metric")
+    for run, sets in expected.items():
+        if not isinstance(sets, dict):
+            raise SewerbenchError(f"{path}: expected.{run}: must be an object of evaluation set -> metrics")
+        for split, metrics in sets.items():
+            if split not in A.EVAL_SETS:
+                hint = difflib.get_close_matches(str(split), A.EVAL_SETS, n=1)
+                raise SewerbenchError(f"{path}: expected.{run}.{split}: unknown evaluation set"
+                                      f"{f' (did you mean {hint[0]}?)' if hint else ''}")
+            if not isinstance(metrics, dict) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+                raise SewerbenchError(f"{path}: expected.{run}.{split}: must be metric -> number")
+    return ref
+
+
+def compare(metrics_dir: str | Path, ref: Mapping[str, Any], profile: str) -> tuple[list, int]:
+    """(misses, number compared); a miss is :class:`benchmark.check.Miss`."""
+    from benchmark.check import Miss
+
+    if ref.get("profile") != profile:
+        raise SewerbenchError(f"results reference is for profile {ref.get('profile')!r}, the results "
+                              f"are of profile {profile!r}")
+    values = headline_values(metrics_dir)
+    misses, n = [], 0
+    for run, sets in ref["expected"].items():
+        for split, metrics in sets.items():
+            for metric, expected in metrics.items():
+                n += 1
+                tol = float(ref["tolerances"].get(metric, 0.0))
+                got = values.get(run, {}).get(split, {}).get(metric)
+                if got is None or not abs(float(got) - float(expected)) <= tol:
+                    misses.append(Miss(f"{run}/{split}", metric, expected, got, tol))
+    return misses, n
