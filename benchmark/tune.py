@@ -88,8 +88,6 @@ DEFAULTS: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- small helpers
-_deep_merge = deep_merge          # the resolver's merge (``over`` wins, recursively)
-nested = dotted_to_nested          # {"optimizer.lr": x} -> {"optimizer": {"lr": x}}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -145,7 +143,7 @@ def tune_config(params: Mapping[str, Any]) -> dict:
         if v is None:
             continue
         if isinstance(out.get(k), dict) and isinstance(v, Mapping):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -696,7 +694,7 @@ class Search:
     # ------------------------------------------------------------------ configuration of a trial
     def trial_overrides(self, values: Mapping[str, Any]) -> dict:
         """The nested overrides of a trial: ``--set`` <- sampled values <- selection = objective."""
-        over = _deep_merge(self.sets, nested(values))
+        over = deep_merge(self.sets, dotted_to_nested(values))
         over["selection"] = self.objectives[0]
         return over
 
@@ -720,7 +718,7 @@ class Search:
         over = self.trial_overrides(trial.params)
         entry = dict(self.params["runs"][self.run_name] or {})
         constructed = self.run_name not in (self._orig_runs())
-        body = _deep_merge({k: entry[k] for k in ("method", "recipe", "split") if k in entry} if constructed else {},
+        body = deep_merge({k: entry[k] for k in ("method", "recipe", "split") if k in entry} if constructed else {},
                            over)
         return {"runs": {self.run_name: body}}
 

@@ -18,6 +18,7 @@ import yaml
 
 import tinyrun
 from benchmark import tune
+from benchmark.config.resolve import deep_merge
 from benchmark.cli import main
 from benchmark.errors import SewerbenchError
 
@@ -234,7 +235,7 @@ def test_best_yaml_retrains_the_best_trial_to_its_value(searched, tmp_path):
     assert body["epochs"] == 2 and body["selection"] == "mAP"
     # params.yaml + the overlay, trained by `sewerbench train` (the resolver reads runs.tiny.*)
     params = yaml.safe_load(path.read_text())
-    merged = tune._deep_merge(params, overlay)
+    merged = deep_merge(params, overlay)
     mpath = _write(tmp_path, merged, "merged.yaml")
     assert main(["train", "--params", str(mpath), "tiny", "--out", str(tmp_path / "retrain")]) == 0
     rows = pd.read_csv(tmp_path / "retrain" / "history.csv").to_dict("records")
@@ -256,7 +257,7 @@ def test_best_args_through_dvc_set_param_equal_best_yaml(searched, tmp_path):
     copy_path.write_text(path.read_text())
     hydra.apply_overrides(copy_path, overrides)
     via_dvc = yaml.safe_load(copy_path.read_text())
-    via_yaml = tune._deep_merge(yaml.safe_load(path.read_text()), yaml.safe_load((out / "best.yaml").read_text()))
+    via_yaml = deep_merge(yaml.safe_load(path.read_text()), yaml.safe_load((out / "best.yaml").read_text()))
     assert via_dvc["runs"] == via_yaml["runs"]
 
 
