@@ -14,7 +14,8 @@ saying how to supply the file) or the path of a local torchvision ResNet-101 sta
 loads (the synthetic pretraining stand-in of ``sewerbench pretrain``).
 
 ``size="tiny"`` keeps the same structure (bottleneck blocks, FrozenBN, frozen stem and
-layer1, stride 32) with fewer channels and one block per stage, for CPU smoke tests.
+layer1) with fewer channels and one block per stage, for CPU smoke tests; it dilates layer3 and
+layer4 instead of striding them (output stride 8), so its 64 px input gives an 8 x 8 map.
 """
 from __future__ import annotations
 
@@ -37,10 +38,14 @@ TORCHVISION_RESNET101_URL = "https://download.pytorch.org/models/resnet101-63fe2
 #: timm hub name of the same torchvision weights.
 TIMM_RESNET101_NAME = "resnet101.tv_in1k"
 
-# (stem width, bottleneck widths per stage, blocks per stage)
+# (stem width, bottleneck widths per stage, blocks per stage, layer2/3/4 stride replaced by
+# dilation as torchvision's ``replace_stride_with_dilation`` / DETR's ``--dilation``).
+# The tiny trunk runs at 64 px: with the reference's stride 32 its layer4 map would be 2 x 2,
+# leaving attention and mask attention nothing to choose between, so it dilates layer3 and
+# layer4 (output stride 8: an 8 x 8 map at 64 px, as the reference's 14 x 14 at 448 px).
 _CONFIGS = {
-    "reference": (64, (64, 128, 256, 512), (3, 4, 23, 3)),
-    "tiny": (16, (8, 16, 32, 64), (1, 1, 1, 1)),
+    "reference": (64, (64, 128, 256, 512), (3, 4, 23, 3), (False, False, False)),
+    "tiny": (16, (8, 16, 32, 64), (1, 1, 1, 1), (False, True, True)),
 }
 
 
@@ -82,7 +87,7 @@ class ResNetBody(nn.Module):
     """torchvision-layout ResNet trunk (conv1 .. layer4), no pooling head; returns layer4."""
 
     def __init__(self, stem_width: int, widths: Sequence[int], blocks: Sequence[int],
-                 norm: str = "frozen"):
+                 dilate: Sequence[bool] = (False, False, False), norm: str = "frozen"):
         super().__init__()
         if norm not in BACKBONE_NORMS:
             raise ValueError(f"backbone norm must be one of {BACKBONE_NORMS}, not {norm!r}")
@@ -92,8 +97,13 @@ class ResNetBody(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = stem_width
+        dilation = 1
         for i, (planes, n) in enumerate(zip(widths, blocks)):
             stride = 1 if i == 0 else 2
+            previous_dilation = dilation
+            if i > 0 and dilate[i - 1]:  # torchvision's replace_stride_with_dilation
+                dilation *= stride
+                stride = 1
             layers = []
             for j in range(n):
                 downsample = None
@@ -103,10 +113,12 @@ class ResNetBody(nn.Module):
                                   stride=stride, bias=False),
                         norm(planes * Bottleneck.expansion))
                 layers.append(Bottleneck(inplanes, planes, stride if j == 0 else 1, downsample,
+                                         dilation=previous_dilation if j == 0 else dilation,
                                          norm_layer=norm))
                 inplanes = planes * Bottleneck.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.num_channels = inplanes
+        self.output_stride = 32 // 2 ** sum(bool(d) for d in dilate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -129,6 +141,7 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown backbone size {size!r}; expected one of {sorted(_CONFIGS)}")
         self.body = ResNetBody(*_CONFIGS[size], norm=norm)
         self.num_channels = self.body.num_channels
+        self.output_stride = self.body.output_stride
         if pretrained is True and size != "reference":
             log.warning("no hub weights for the %r backbone: random init (a local file of "
                         "matching shapes loads at any size)", size)

@@ -77,7 +77,7 @@ class Query2LabelModel(nn.Module):
                  image_size: int):
         super().__init__()
         hidden = transformer.d_model
-        stride = 32
+        stride = getattr(backbone, "output_stride", 32)
         self.backbone = Joiner(
             backbone, PositionEmbeddingSine(hidden // 2, (image_size // stride, image_size // stride)))
         self.transformer = transformer

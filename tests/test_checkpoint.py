@@ -69,14 +69,15 @@ def test_q2l_round_trip_and_method_mismatch(tmp_path, tiny_ma):
 
 
 def test_position_embedding_of_another_size_loads(tmp_path, tiny_ma):
-    """A checkpoint trained at 96 px stores a 3x3 pe; it loads into a model configured for 64 px."""
+    """A checkpoint trained at 96 px stores a 12x12 pe (tiny trunk: output stride 8); it loads into
+    a model configured for 64 px (8x8)."""
     state = dict(tiny_ma.state_dict())
     torch.manual_seed(0)
     at96 = build_maq2l(size="tiny", image_size=96)
     state["backbone.1.pe"] = at96.state_dict()["backbone.1.pe"]
     model = build_maq2l(size="tiny")
     load_state_strict(model, state)
-    assert model.backbone[1].pe.shape == (1, 64, 3, 3)
+    assert model.backbone[1].pe.shape == (1, 64, 12, 12)
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), tiny_ma(x))

@@ -9,25 +9,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.cli import main
 from benchmark.evaluation import evaluate_run
-
-
-def _gt(names, y):
-    df = pd.DataFrame(y, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    df.insert(1, "WaterLevel", 0)
-    df.insert(2, "VA", 0)
-    df["Defect"] = y.max(axis=1)
-    df["ND"] = 1 - df["Defect"]
-    return df[list(CSV_COLUMNS)]
+from helpers import gt_frame, scores_frame
 
 
 def _scores(path: Path, names, s):
-    df = pd.DataFrame(s, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    df.to_csv(path, index=False, float_format="%.6f")
+    scores_frame(names, s).to_csv(path, index=False, float_format="%.6f")
 
 
 @pytest.fixture()
@@ -41,9 +29,9 @@ def setup(tmp_path):
     prep = tmp_path / "prepared"
     (prep / "full").mkdir(parents=True)
     (prep / "sub_0.0625").mkdir()
-    _gt(names, y).to_csv(prep / "full" / "val.csv", index=False)
-    _gt(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
-    _gt(names, y).to_csv(prep / "full" / "test_gt.csv", index=False)
+    gt_frame(names, y).to_csv(prep / "full" / "val.csv", index=False)
+    gt_frame(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
+    gt_frame(names, y).to_csv(prep / "full" / "test_gt.csv", index=False)
     run = tmp_path / "runs" / "cell_sub"
     run.mkdir(parents=True)
     _scores(run / "scores_val.csv", names, s)

@@ -11,12 +11,13 @@ import pytest
 import yaml
 
 from benchmark import published
-from benchmark.classes import CLASS_CODES, CSV_COLUMNS
+from benchmark.classes import CLASS_CODES
 from benchmark.cli import main
 from benchmark.errors import SewerbenchError
 from benchmark import matrix
 from benchmark.combine import combine_frames
 from benchmark.evaluation import evaluate_run
+from helpers import gt_frame, scores_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -119,22 +120,6 @@ def test_data_source_per_profile():
 
 
 # ----------------------------------------------------------------------------- evaluate/combine
-def _gt(names, y):
-    df = pd.DataFrame(y, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    df.insert(1, "WaterLevel", 0)
-    df.insert(2, "VA", 0)
-    df["Defect"] = y.max(axis=1)
-    df["ND"] = 1 - df["Defect"]
-    return df[list(CSV_COLUMNS)]
-
-
-def _scores(names, s):
-    df = pd.DataFrame(s, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    return df
-
-
 @pytest.fixture()
 def tiny_prepared(tmp_path):
     rng = np.random.default_rng(0)
@@ -144,9 +129,9 @@ def tiny_prepared(tmp_path):
     prep = tmp_path / "prepared"
     (prep / "full").mkdir(parents=True)
     (prep / "sub_0.0625").mkdir()
-    _gt(names, y).to_csv(prep / "full" / "val.csv", index=False)
-    _gt(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
-    _gt(names, y).to_csv(prep / "full" / "test_gt.csv", index=False)
+    gt_frame(names, y).to_csv(prep / "full" / "val.csv", index=False)
+    gt_frame(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
+    gt_frame(names, y).to_csv(prep / "full" / "test_gt.csv", index=False)
     s = np.clip(0.7 * y + 0.4 * rng.random(y.shape), 0, 1).round(4)
     return prep, names, y, s
 
@@ -155,9 +140,9 @@ def test_evaluate_run_writes_every_split(tmp_path, tiny_prepared):
     prep, names, y, s = tiny_prepared
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    _scores(names, s).to_csv(run / "scores_val.csv", index=False)
-    _scores(names[::4], s[::4]).to_csv(run / "scores_val_sub.csv", index=False)
-    _scores(names, s).to_csv(run / "scores_test.csv", index=False)
+    scores_frame(names, s).to_csv(run / "scores_val.csv", index=False)
+    scores_frame(names[::4], s[::4]).to_csv(run / "scores_val_sub.csv", index=False)
+    scores_frame(names, s).to_csv(run / "scores_test.csv", index=False)
     out = tmp_path / "metrics" / "r"
     written = evaluate_run(run, out, prep, split="sub_0.0625", n_bootstrap=50, seed=0)
     assert set(written) == {"val", "val_sub", "test"}
@@ -192,7 +177,7 @@ def test_combine_command(tmp_path, tiny_prepared, capsys):
     p1 = np.linspace(0, 1, len(names))
     st1 = pd.DataFrame({"Filename": names[::-1], "Defect": p1[::-1]})  # any row order
     st1.to_csv(tmp_path / "s1.csv", index=False)
-    _scores(names, s).to_csv(tmp_path / "s2.csv", index=False)
+    scores_frame(names, s).to_csv(tmp_path / "s2.csv", index=False)
     rc = main(["combine", "--stage1", str(tmp_path / "s1.csv"), "--stage2", str(tmp_path / "s2.csv"),
                "--mode", "replace", "--out", str(tmp_path / "c.csv")])
     assert rc == 0
@@ -201,7 +186,7 @@ def test_combine_command(tmp_path, tiny_prepared, capsys):
     low = p1 < 0.5
     assert np.allclose(c[list(CLASS_CODES)].to_numpy()[low], p1[low, None].repeat(17, 1), atol=1e-6)
     assert np.allclose(c[list(CLASS_CODES)].to_numpy()[~low], s[~low], atol=1e-6)
-    mult = combine_frames(st1, _scores(names, s), "multiply")
+    mult = combine_frames(st1, scores_frame(names, s), "multiply")
     assert np.allclose(mult[list(CLASS_CODES)].to_numpy(), p1[:, None] * s)
     # mismatched filenames: one-line error, exit 2, nothing written
     st1.iloc[:-1].to_csv(tmp_path / "bad.csv", index=False)
@@ -224,7 +209,7 @@ def test_tables_command_end_to_end(tmp_path, tiny_prepared):
         d = runs_dir / run
         d.mkdir(parents=True)
         sc = np.clip(s + (0.2 * i) * rng.normal(size=s.shape), 0, 1)
-        _scores(names, sc).to_csv(d / "scores_val.csv", index=False)
+        scores_frame(names, sc).to_csv(d / "scores_val.csv", index=False)
         evaluate_run(d, mdir / run, prep, n_bootstrap=50)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     rc = main(["tables", "--params", str(tmp_path / "params.yaml"), "--metrics", str(mdir), "--runs",

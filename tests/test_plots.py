@@ -65,10 +65,10 @@ def test_extract_maps_from_q2l_models(ma, lc):
     res = cam.extract_maps(model, x)
     assert res["logits"].shape == (2, 17)
     assert torch.allclose(res["logits"], model.eval()(x), atol=1e-6)   # hooks change nothing
-    assert res["attention"].shape == (2, 17, 2, 2)
+    assert res["attention"].shape == (2, 17, 8, 8)
     assert torch.allclose(res["attention"].sum(dim=(2, 3)), torch.ones(2, 17), atol=1e-5)
     if ma:
-        assert res["cam"].shape == (2, 17, 2, 2)
+        assert res["cam"].shape == (2, 17, 8, 8)
         w = model.transformer.cam_mask.cam.linear.weight
         feat = model.backbone(x)[0]
         expect = torch.einsum("kc,bchw->bkhw", w, model.input_proj(feat))
@@ -77,5 +77,5 @@ def test_extract_maps_from_q2l_models(ma, lc):
         assert "cam" not in res
     q = build_q2l("tiny", image_size=64)
     rq = cam.extract_maps(q, x)
-    assert "cam" not in rq and rq["attention"].shape == (2, 17, 2, 2)
+    assert "cam" not in rq and rq["attention"].shape == (2, 17, 8, 8)
     assert not any(m._forward_hooks for m in q.modules())   # hooks removed

@@ -123,6 +123,32 @@ def test_backbone_reference_layout_matches_torchvision():
     assert {k: v.shape for k, v in ours.state_dict().items()} == tv_shapes
 
 
+def test_backbone_output_stride_reference_32_tiny_8():
+    """The reference trunk strides every stage (14 x 14 at 448 px); the tiny one dilates layer3 and
+    layer4 as torchvision's replace_stride_with_dilation, so 64 px gives 8 x 8, not 2 x 2."""
+    import torchvision
+    with torch.device("meta"):
+        ref = ResNetBackbone("reference")
+        tv = torchvision.models.resnet101(weights=None)
+    assert ref.output_stride == 32
+    for name in ("layer2", "layer3", "layer4"):
+        ours, theirs = getattr(ref.body, name), getattr(tv, name)
+        for a, b in zip(ours, theirs):
+            assert (a.conv2.stride, a.conv2.dilation, a.conv2.padding) == \
+                (b.conv2.stride, b.conv2.dilation, b.conv2.padding)
+    tiny = ResNetBackbone("tiny", norm="batch", freeze_stem=False)
+    assert tiny.output_stride == 8
+    assert tiny.body.layer2[0].conv2.stride == (2, 2) and tiny.body.layer2[0].conv2.dilation == (1, 1)
+    assert tiny.body.layer3[0].conv2.stride == (1, 1) and tiny.body.layer3[0].conv2.dilation == (1, 1)
+    assert tiny.body.layer4[0].conv2.stride == (1, 1) and tiny.body.layer4[0].conv2.dilation == (2, 2)
+    assert tiny.body.layer4[0].downsample[0].stride == (1, 1)
+    with torch.no_grad():
+        assert tiny(torch.rand(1, 3, 64, 64)).shape[-2:] == (8, 8)
+        assert tiny(torch.rand(1, 3, 96, 96)).shape[-2:] == (12, 12)
+    q = build_q2l(size="tiny", image_size=64)
+    assert q.backbone[1].pe.shape[-2:] == (8, 8)     # the stored pe matches the 8 x 8 map
+
+
 def test_pretrained_local_file(tmp_path):
     torch.manual_seed(0)
     src = ResNetBackbone("reference")

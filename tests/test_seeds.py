@@ -15,11 +15,11 @@ import indep_stats as I
 from benchmark import artifacts as A
 from benchmark import bootstrap as B
 from benchmark import matrix, published, tables
-from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.cli import main
 from benchmark.config import load_params, resolve_run
 from benchmark.dvcgen import render_dvc_yaml, seed_items
 from benchmark.errors import SewerbenchError
+from helpers import gt_frame, scores_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -436,22 +436,6 @@ def test_seed_bootstrap_is_deterministic():
 
 
 # ----------------------------------------------------------------------------- end to end
-def _gt(names, y):
-    df = pd.DataFrame(y, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    df.insert(1, "WaterLevel", 0)
-    df.insert(2, "VA", 0)
-    df["Defect"] = y.max(axis=1)
-    df["ND"] = 1 - df["Defect"]
-    return df[list(CSV_COLUMNS)]
-
-
-def _scores(names, s):
-    df = pd.DataFrame(s, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    return df
-
-
 def test_tables_command_with_seed_runs(tmp_path, capsys):
     """evaluate (split from the seed run's entry) -> tables: seed mean ± sd, the two-level
     p-value where a cell has seeds, the image bootstrap for single-seed pairs."""
@@ -462,8 +446,8 @@ def test_tables_command_with_seed_runs(tmp_path, capsys):
     prep = tmp_path / "prepared"
     (prep / "full").mkdir(parents=True)
     (prep / "sub_0.0625").mkdir()
-    _gt(names, y).to_csv(prep / "full" / "val.csv", index=False)
-    _gt(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
+    gt_frame(names, y).to_csv(prep / "full" / "val.csv", index=False)
+    gt_frame(names[::4], y[::4]).to_csv(prep / "sub_0.0625" / "val.csv", index=False)
     params = {"seed": 0, "profile": "smoke",
               "tables": {"bootstrap": 40, "ablation_reference": {"full": "maq2l_full", "sub_0.0625": "maq2l_sub"}},
               "runs": {"maq2l_full": {"method": "maq2l", "split": "full", "seeds": [0, 1]},
@@ -484,8 +468,8 @@ def test_tables_command_with_seed_runs(tmp_path, capsys):
         d = runs_dir / run
         d.mkdir(parents=True)
         arrays[run] = np.clip(base + sd * rng.normal(size=base.shape), 0, 1).round(4)
-        _scores(names, arrays[run]).to_csv(d / "scores_val.csv", index=False)
-        _scores(names[::4], arrays[run][::4]).to_csv(d / "scores_val_sub.csv", index=False)
+        scores_frame(names, arrays[run]).to_csv(d / "scores_val.csv", index=False)
+        scores_frame(names[::4], arrays[run][::4]).to_csv(d / "scores_val_sub.csv", index=False)
         assert main(["evaluate", "--run-dir", str(d), "--out", str(mdir / run), "--params", str(pfile),
                      "--prepared", str(prep)]) == 0
     # the seed run's split comes from its entry: the 1/16 val set was evaluated for the sub cell

@@ -26,6 +26,14 @@ def add_arguments(p) -> None:
                    help="with --results: params.yaml of the repro (profile, runs, seeds)")
 
 
+def _report_misses(title: str, first: str, misses) -> None:
+    """Print the misses as a `|` table under ``title`` (``first``: the name of the first column)."""
+    print(title)
+    print(f"{first} | metric | expected | got | tolerance")
+    for m in misses:
+        print(f"{m.case} | {m.metric} | {m.expected!r} | {m.got!r} | {m.tolerance:g}")
+
+
 def _run_results(args) -> int:
     from pathlib import Path
 
@@ -49,10 +57,7 @@ def _run_results(args) -> int:
         return 0
     misses, n = compare(metrics_dir, load_reference(path), profile(params))
     if misses:
-        print(f"check --results: {len(misses)} of {n} metrics outside tolerance:")
-        print("run/set | metric | expected | got | tolerance")
-        for m in misses:
-            print(f"{m.case} | {m.metric} | {m.expected!r} | {m.got!r} | {m.tolerance:g}")
+        _report_misses(f"check --results: {len(misses)} of {n} metrics outside tolerance:", "run/set", misses)
         return 1
     print(f"check --results: all {n} metrics of {metrics_dir} within tolerance of {path}")
     return 0
@@ -73,10 +78,7 @@ def run(args) -> int:
     misses, n = run_checks(args.reference_dir, args.case)
     dt = time.perf_counter() - t0
     if misses:
-        print(f"check: {len(misses)} of {n} metrics outside tolerance ({dt:.1f} s):")
-        print("case | metric | expected | got | tolerance")
-        for m in misses:
-            print(f"{m.case} | {m.metric} | {m.expected!r} | {m.got!r} | {m.tolerance:g}")
+        _report_misses(f"check: {len(misses)} of {n} metrics outside tolerance ({dt:.1f} s):", "case", misses)
         return 1
     print(f"check: all {n} metrics within tolerance ({dt:.1f} s)")
     return 0
