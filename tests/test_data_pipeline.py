@@ -67,6 +67,28 @@ def test_eval_same_size_is_exact_and_pil_equals_array():
                           atol=1e-5, rtol=0)
 
 
+def test_colour_jitter_is_the_references_pil_jitter():
+    """The Sewer-ML jitter equals torchvision's ColorJitter on the PIL image (the reference's
+    PIL pipeline) under the same torch seed, pixel for pixel."""
+    from torchvision import transforms as T
+
+    from benchmark.data.transforms import PILColorJitter
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    ours = PILColorJitter(0.1, 0.1, 0.1, 0.1)
+    theirs = T.ColorJitter(0.1, 0.1, 0.1, 0.1)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        a = ours(torch.from_numpy(img).permute(2, 0, 1).contiguous())
+        torch.manual_seed(seed)
+        b = np.asarray(theirs(Image.fromarray(img)))
+        assert a.dtype == torch.uint8 and torch.equal(a, torch.from_numpy(b.copy()).permute(2, 0, 1))
+    assert not torch.equal(a, torch.from_numpy(img).permute(2, 0, 1))     # it does jitter
+    with pytest.raises(SewerbenchError, match="uint8"):
+        ours(torch.zeros(3, 4, 4))
+
+
 def test_train_steps_per_family_and_overrides():
     def names(t):
         return [type(s).__name__ for s in t.transforms]
@@ -75,12 +97,12 @@ def test_train_steps_per_family_and_overrides():
     assert names(build_transform("imagenet", 8, True, randaugment_impl="torchvision")) == [
         "ToImage", "Resize", "RandAugment", "ToDtype", "Normalize", "ToPlainTensor"]
     assert names(build_transform("sewerml", 8, True)) == [
-        "ToImage", "Resize", "RandomHorizontalFlip", "ColorJitter", "ToDtype", "Normalize", "ToPlainTensor"]
+        "ToImage", "Resize", "RandomHorizontalFlip", "PILColorJitter", "ToDtype", "Normalize", "ToPlainTensor"]
     assert names(build_transform("none", 8, True)) == [
         "ToImage", "Resize", "Cutout", "ReferenceRandAugment", "ToDtype", "ToPlainTensor"]
     assert names(build_transform("imagenet", 8, True, cutout=0.5, randaugment=False)) == [
         "ToImage", "Resize", "Cutout", "ToDtype", "Normalize", "ToPlainTensor"]
-    cj = build_transform("sewerml", 8, True).transforms[3]
+    cj = build_transform("sewerml", 8, True).transforms[3].jitter
     assert cj.brightness == (0.9, 1.1) and cj.contrast == (0.9, 1.1) and cj.hue == (-0.1, 0.1)
     for kind in ("imagenet", "sewerml", "none"):
         assert names(build_transform(kind, 8, False))[:3] == ["ToImage", "Resize", "ToDtype"]
