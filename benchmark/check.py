@@ -11,7 +11,10 @@ tolerance (absolute) each may differ by. Cases:
 * ``combine_replace``: metrics of the two-stage "replace" combination of ``stage1.csv``
   (Filename, Defect) with ``scores_b.csv``;
 * ``train_tiny``: a tiny deterministic CPU training run of a few seconds (engine), when
-  the reference holds it.
+  the reference holds it;
+* ``learn_maq2l`` / ``learn_xie2019``: small real methods trained on a small synthetic
+  Sewer-ML with their default-profile recipes (:mod:`benchmark.learncheck`, about a minute
+  each); tolerances from the measured seed spread.
 
 :func:`run_checks` returns the list of misses (metric, expected, got, tolerance).
 """
@@ -128,17 +131,30 @@ def case_train_tiny(ref_dir: Path) -> dict[str, float]:
     return tiny_train_metrics()
 
 
-CASES: dict[str, Callable[[Path], dict[str, float]]] = {
-    "evaluate_a": lambda d: case_evaluate(d, "a"),
-    "evaluate_b": lambda d: case_evaluate(d, "b"),
-    "bootstrap_a": case_bootstrap,
-    "paired_ab": case_paired,
-    "combine_replace": case_combine,
-    "train_tiny": case_train_tiny,
+def _learned(case: str) -> Callable[[Path, str | Path], dict[str, float]]:
+    def run(ref_dir: Path, params_path: str | Path) -> dict[str, float]:
+        from benchmark.learncheck import learned_metrics
+        return learned_metrics(case, params_path)
+    return run
+
+
+#: case -> function(reference folder, params.yaml path) -> {metric: value}
+CASES: dict[str, Callable[[Path, str | Path], dict[str, float]]] = {
+    "evaluate_a": lambda d, p: case_evaluate(d, "a"),
+    "evaluate_b": lambda d, p: case_evaluate(d, "b"),
+    "bootstrap_a": lambda d, p: case_bootstrap(d),
+    "paired_ab": lambda d, p: case_paired(d),
+    "combine_replace": lambda d, p: case_combine(d),
+    "train_tiny": lambda d, p: case_train_tiny(d),
+    "learn_maq2l": _learned("learn_maq2l"),
+    "learn_xie2019": _learned("learn_xie2019"),
 }
+#: Cases whose ``--update`` measures the tolerances (seed spread) instead of keeping them.
+LEARNED_CASES = ("learn_maq2l", "learn_xie2019")
 
 DEFAULT_TOLERANCE = {"evaluate_a": 1e-9, "evaluate_b": 1e-9, "bootstrap_a": 1e-9,
-                     "paired_ab": 1e-9, "combine_replace": 1e-9, "train_tiny": 0.005}
+                     "paired_ab": 1e-9, "combine_replace": 1e-9, "train_tiny": 0.005,
+                     "learn_maq2l": 0.01, "learn_xie2019": 0.01}
 #: Per-metric tolerances written by ``--update`` for new cases (float noise across CPUs).
 DEFAULT_METRIC_TOLERANCES = {"train_tiny": {"train_loss": 0.01, "val_loss": 0.01, "best_epoch": 0}}
 
@@ -231,7 +247,8 @@ def check_case_names(cases: list[str] | None, available: list[str] | None = None
                                   f"`sewerbench check --update --case {case}` to add it)")
 
 
-def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None) -> tuple[list[Miss], int]:
+def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None,
+               params_path: str | Path = "params.yaml") -> tuple[list[Miss], int]:
     """Recompute every case in the reference; return (misses, number of metrics compared).
 
     Unknown ``cases`` (or ones the reference lacks) raise; so does comparing nothing at all
@@ -247,7 +264,7 @@ def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None
         tol_default = float(spec.get("tolerance", DEFAULT_TOLERANCE.get(case, 1e-9)))
         tols = spec.get("tolerances", {})
         try:
-            got = CASES[case](ref_dir)
+            got = CASES[case](ref_dir, params_path)
         except SewerbenchError:
             raise
         except Exception as exc:  # a crash is a miss of every metric of the case
@@ -265,8 +282,10 @@ def run_checks(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None
     return misses, n
 
 
-def compute_reference(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None) -> dict:
-    """Recompute every case (for ``--update``): ``{"cases": {case: {"tolerance", "expected"}}}``."""
+def compute_reference(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None = None,
+                      params_path: str | Path = "params.yaml") -> dict:
+    """Recompute every case (for ``--update``): ``{"cases": {case: {"tolerance", "expected"}}}``;
+    a learned case also gets measured ``tolerances`` (seed spread) and its per-seed values."""
     ref_dir = Path(ref_dir)
     check_case_names(cases)
     old = {}
@@ -278,7 +297,11 @@ def compute_reference(ref_dir: str | Path = DEFAULT_DIR, cases: list[str] | None
         spec.setdefault("tolerance", DEFAULT_TOLERANCE[case])
         if case in DEFAULT_METRIC_TOLERANCES:
             spec.setdefault("tolerances", DEFAULT_METRIC_TOLERANCES[case])
-        spec["expected"] = CASES[case](ref_dir)
+        if case in LEARNED_CASES:
+            from benchmark.learncheck import reference_entry
+            spec.update(reference_entry(case, params_path))
+        else:
+            spec["expected"] = CASES[case](ref_dir, params_path)
         out[case] = spec
     return {"description": "Reference metrics for `sewerbench check` (0-1 scale unless named); "
                            "see results/reference/README.md", "cases": out}

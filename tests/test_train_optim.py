@@ -126,3 +126,46 @@ def test_ema_update_math():
     ema.set(model)
     assert torch.equal(ema.module[0].weight, model[0].weight)
     assert all(not p.requires_grad for p in ema.module.parameters())
+
+
+def test_fused_kernels_on_cuda_only_and_the_same_update():
+    """The engine asks for fused optimiser kernels only on CUDA; a fused optimiser follows the
+    same update rule (checked on the CPU fused kernels, which torch also provides)."""
+    import torch
+    from torch import nn
+
+    from benchmark.train.optim import build_optimizer, fused_for
+
+    model = nn.Linear(4, 3)
+    assert fused_for(model, torch.device("cpu")) is False
+    assert fused_for(nn.Linear(4, 3).requires_grad_(False), torch.device("cuda")) is False  # nothing trains
+    assert fused_for(model, torch.device("cuda")) is False   # parameters still on the CPU
+    for name in ("adam", "adamw", "sgd"):
+        cfg = {"name": name, "lr": 0.1, "weight_decay": 0.01}
+        torch.manual_seed(0)
+        a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+        b.load_state_dict(a.state_dict())
+        oa, ob = build_optimizer(a, cfg, 16), build_optimizer(b, cfg, 16, fused=True)
+        assert ob.defaults["fused"] is True and not oa.defaults.get("fused")
+        x = torch.randn(8, 4)
+        for _ in range(3):
+            for m, o in ((a, oa), (b, ob)):
+                o.zero_grad()
+                m(x).square().mean().backward()
+                o.step()
+        assert torch.allclose(a.weight, b.weight, atol=1e-6) and torch.allclose(a.bias, b.bias, atol=1e-6)
+
+
+def test_cudnn_autotuning_only_when_determinism_is_not_asked():
+    import torch
+
+    from benchmark.seed import seed_everything
+
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        seed_everything(0, deterministic=False)
+        assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
+        seed_everything(0, deterministic=True)
+        assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before

@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
                    help="compare a finished `dvc repro` (DIR/metrics/<run>/*.json) with the committed "
                         "headline numbers of its profile (--reference-dir/results_<profile>.json)")
     p.add_argument("--params", default="params.yaml",
-                   help="with --results: params.yaml of the repro (profile, runs, seeds)")
+                   help="params.yaml: the recipes of the learned cases; with --results: the repro's "
+                        "(profile, runs, seeds)")
 
 
 def _report_misses(title: str, first: str, misses) -> None:
@@ -70,12 +71,12 @@ def run(args) -> int:
         return _run_results(args)
     t0 = time.perf_counter()
     if args.update:
-        ref = compute_reference(args.reference_dir, args.case)
+        ref = compute_reference(args.reference_dir, args.case, args.params)
         write_reference(args.reference_dir, ref)
         n = sum(len(c["expected"]) for c in ref["cases"].values())
         print(f"check: wrote {args.reference_dir}/reference.json ({n} metrics)")
         return 0
-    misses, n = run_checks(args.reference_dir, args.case)
+    misses, n = run_checks(args.reference_dir, args.case, args.params)
     dt = time.perf_counter() - t0
     if misses:
         _report_misses(f"check: {len(misses)} of {n} metrics outside tolerance ({dt:.1f} s):", "case", misses)

@@ -30,7 +30,8 @@ import benchmark.train.checkpointing as ck
 from benchmark.train.data import EpochSeeded, image_source, make_dataset, targets_of, train_val_frames
 from benchmark.train.ema import ModelEma
 from benchmark.train.inference import predict_splits
-from benchmark.train.optim import PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler, current_lr, effective_lr
+from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler, current_lr,
+                                   effective_lr, fused_for)
 from benchmark.train.runtime import amp_dtype, autocast, build_criterion, build_model, infer, main_logits, to_input
 from benchmark.train.selection import Selector, eval_metrics, metric_key
 from benchmark.train.summary import config_diff, make_summary
@@ -114,7 +115,7 @@ class Trainer:
         self.ema = ModelEma(model, cfg.ema.decay) if cfg.ema.enabled else None
         self.criterion = build_criterion(cfg, self.train_targets, self.device)
         opt_cfg = cfg.optimizer.__dict__
-        self.optimizer = build_optimizer(model, opt_cfg, gb)
+        self.optimizer = build_optimizer(model, opt_cfg, gb, fused=fused_for(model, self.device))
         self.lr = effective_lr(opt_cfg, gb)
         self.scheduler, self.sched_when = build_scheduler(self.optimizer, cfg.schedule.__dict__, cfg.epochs,
                                                           self.steps_per_epoch, self.lr)

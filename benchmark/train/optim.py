@@ -64,22 +64,34 @@ def effective_lr(opt_cfg: dict, global_batch: int) -> float:
     return lr
 
 
-def build_optimizer(model: nn.Module, opt_cfg: dict, global_batch: int) -> torch.optim.Optimizer:
-    """The recipe's optimiser over ``model``'s trainable parameters."""
+def build_optimizer(model: nn.Module, opt_cfg: dict, global_batch: int,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``model``'s trainable parameters. ``fused``: torch's fused
+    kernel (one launch for all parameters; the engine asks for it on CUDA, see
+    :func:`fused_for`), the same update rule."""
     name = str(opt_cfg.get("name", "adam")).lower()
     lr = effective_lr(opt_cfg, global_batch)
     wd = float(opt_cfg.get("weight_decay", 0.0))
     groups = param_groups(model, wd, opt_cfg.get("decay_filter", "all"))
     betas = tuple(float(b) for b in opt_cfg.get("betas", (0.9, 0.999)))
     eps = float(opt_cfg.get("eps", 1e-8))
+    kw = {"fused": True} if fused else {}
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, weight_decay=0.0, **kw)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=wd)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=wd, **kw)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(opt_cfg.get("momentum", 0.9)),
-                               nesterov=bool(opt_cfg.get("nesterov", False)), weight_decay=wd)
+                               nesterov=bool(opt_cfg.get("nesterov", False)), weight_decay=wd, **kw)
     raise SewerbenchError(f"optimizer: unknown name {name!r} (adam | adamw | sgd)")
+
+
+def fused_for(model: nn.Module, device: torch.device) -> bool:
+    """Fused optimiser kernels on CUDA (every trainable parameter a floating CUDA tensor); the
+    CPU keeps the default kernels, so CPU runs stay byte-identical to earlier ones."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return (torch.device(device).type == "cuda" and bool(params)
+            and all(p.is_cuda and p.is_floating_point() for p in params))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: dict | None, epochs: int,

@@ -1,0 +1,90 @@
+"""The learned-metric cases of `sewerbench check` (benchmark/learncheck.py): the committed
+reference holds real learned numbers, and breaking a mechanism makes the check fail.
+
+`sewerbench check` (make test) runs the cases against the committed reference; these tests
+break one mechanism each and show the same comparison then misses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import check, learncheck
+from benchmark.classes import CLASS_CODES
+from benchmark.config import load_params, resolve_run
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "results" / "reference"
+PARAMS = ROOT / "params.yaml"
+
+
+def _reference(case):
+    return json.loads((REF / "reference.json").read_text())["cases"][case]
+
+
+def test_committed_learned_references_learned_and_have_measured_tolerances():
+    """The references are learned numbers (far above a random predictor), each with per-seed
+    values and tolerances of max(0.01, 3 sd) over those seeds."""
+    for case in check.LEARNED_CASES:
+        ref = _reference(case)
+        seeds = ref["seeds"]
+        assert sorted(seeds) == [str(s) for s in learncheck.SPREAD_SEEDS]
+        assert ref["expected"] == seeds[str(learncheck.SPREAD_SEEDS[0])]
+        for k in learncheck.METRICS:
+            sd = float(np.std([seeds[s][k] for s in seeds], ddof=1))
+            assert ref["tolerances"][k] == pytest.approx(max(learncheck.MIN_TOLERANCE, 3 * sd))
+        assert ref["expected"]["mAP"] > 0.12          # the label prior of the val set is ~0.07
+        assert ref["expected"]["F1_Normal"] > 0.5     # a model at the prior predicts no Normal
+
+
+def test_case_params_keep_the_recipe_and_replace_data_and_runs(tmp_path):
+    params = load_params(PARAMS)
+    p = learncheck.case_params(params, "learn_maq2l", tmp_path)
+    assert list(p["runs"]) == ["learn_maq2l"] and p["combos"] == {}
+    cfg = resolve_run(p, "learn_maq2l", overrides=learncheck.LEARN_SETTINGS)
+    ref_cfg = resolve_run(params, "maq2l_full")
+    assert cfg.method == "maq2l" and cfg.model == ref_cfg.model
+    assert cfg.optimizer == ref_cfg.optimizer and cfg.loss == ref_cfg.loss and cfg.epochs == ref_cfg.epochs
+    assert cfg.pretrained is False and str(cfg.data.prepared) == str(tmp_path / "prepared")
+    with pytest.raises(Exception, match="unknown case"):
+        learncheck.case_params(params, "learn_nope", tmp_path)
+
+
+def _shuffle_training_labels(monkeypatch):
+    """Break: every training image gets another image's labels (a seeded permutation)."""
+    import benchmark.train.data as D
+    original = D.select_rows
+
+    def shuffled(df, train_on, max_images, seed, where):
+        df = original(df, train_on, max_images, seed, where)
+        if str(where).endswith("train.csv"):
+            perm = np.random.default_rng(0).permutation(len(df))
+            df = df.copy()
+            df[list(CLASS_CODES) + ["Defect", "ND"]] = df[list(CLASS_CODES) + ["Defect", "ND"]].to_numpy()[perm]
+        return df
+    monkeypatch.setattr(D, "select_rows", shuffled)
+
+
+def test_shuffled_labels_make_the_sewerml_cnn_case_fail(monkeypatch):
+    _shuffle_training_labels(monkeypatch)
+    misses, n = check.run_checks(REF, ["learn_xie2019"], PARAMS)
+    assert n == len(learncheck.METRICS)
+    assert "mAP" in {m.metric for m in misses}
+    mAP = next(m for m in misses if m.metric == "mAP")
+    assert mAP.got < mAP.expected - mAP.tolerance
+
+
+def test_zeroed_mask_attention_bias_makes_the_maq2l_case_fail(monkeypatch):
+    """Break: the CAM mask that MA-Q2L adds to every decoder cross-attention is replaced by
+    zeros (the mask-attention mechanism is gone, its parameters stay)."""
+    from methods.transformer import MAQ2LTransformer
+    original = MAQ2LTransformer.cross_attention_mask
+
+    def zero(self, src):
+        mask = original(self, src)
+        return None if mask is None else mask * 0
+    monkeypatch.setattr(MAQ2LTransformer, "cross_attention_mask", zero)
+    misses, n = check.run_checks(REF, ["learn_maq2l"], PARAMS)
+    assert n == len(learncheck.METRICS) and misses
