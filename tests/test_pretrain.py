@@ -134,8 +134,16 @@ def test_config_errors(section, match):
 
 def test_resolver_loads_the_standin_where_the_recipe_says_pretrained():
     params = load_params(REPO / "params.yaml")
-    smoke = {r: resolve_run(params, r).pretrained for r in ("maq2l_full", "q2l_sub", "asl_tresnet_l_full",
-                                                             "resnet101_full", "tresnet_l_full")}
+    runs = ("maq2l_full", "q2l_sub", "asl_tresnet_l_full", "resnet101_full", "tresnet_l_full")
+    # the default smoke profile trains from scratch (the stand-in does not transfer yet) ...
+    assert {r: resolve_run(params, r).pretrained for r in runs} == dict.fromkeys(runs, False)
+    # ... and the stand-in switch: standin_weights plus the recipes' own `pretrained: true`
+    on = yaml.safe_load(yaml.safe_dump(params))
+    on["profiles"]["smoke"]["standin_weights"] = "data/pretrained"
+    for recipe in ("maq2l", "q2l", "asl"):
+        on["profiles"]["smoke"]["recipes"][recipe].pop("pretrained")
+    params = on
+    smoke = {r: resolve_run(params, r).pretrained for r in runs}
     assert smoke == {"maq2l_full": "data/pretrained/resnet101_trunk.pt",
                      "q2l_sub": "data/pretrained/resnet101_trunk.pt",
                      "asl_tresnet_l_full": "data/pretrained/tresnet_l.pt",
