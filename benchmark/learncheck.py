@@ -7,10 +7,12 @@ official metrics of its final val scores. The committed reference holds seed 0's
 per metric, a tolerance of ``max(MIN_TOLERANCE, SPREAD_FACTOR x sd)`` over the seeds
 :data:`SPREAD_SEEDS` (measured by ``sewerbench check --update``), so the check passes on a
 rerun and fails when a mechanism breaks (shuffled labels, a broken head, a recipe that stops
-learning): ``tests/test_learncheck.py`` shows both.
+learning): ``tests/test_learncheck.py`` shows it.
 
-Cases (:data:`LEARN_CASES`): ``learn_maq2l`` (tiny MA-Q2L with MA and LC) and
-``learn_xie2019`` (the Sewer-ML benchmark CNN of Xie et al. 2019).
+Cases (:data:`LEARN_CASES`): ``learn_maq2l`` (tiny MA-Q2L with MA and LC). No Sewer-ML
+benchmark CNN case yet: none learns within a minute here (Xie2019, 12 epochs on these 2,000
+frames, stays at the prior: val mAP 0.063); ResNet-101 learns on the default's 6,000 frames
+but takes 4.5 minutes.
 """
 from __future__ import annotations
 
@@ -34,7 +36,6 @@ LEARN_DATA = {"seed": 0, "n_train": 2000, "n_val": 800, "n_test": 16}
 LEARN_CASES: dict[str, dict[str, Any]] = {
     "learn_maq2l": {"method": "maq2l", "recipe": "maq2l", "split": "full",
                     "model": {"mask_attention": True, "label_correlation": True}},
-    "learn_xie2019": {"method": "xie2019", "recipe": "sewerml", "split": "full"},
 }
 #: Settings over the smoke profile: from scratch (the stand-in needs the pretrain stage),
 #: every epoch validated on the whole (small) val set, 2 torch threads whatever the machine.

@@ -156,3 +156,13 @@ def test_tiny_training_case_is_deterministic():
     """The tiny engine run of the check reproduces the committed reference."""
     misses, n = check.run_checks(REF, ["train_tiny"])
     assert n >= 3 and misses == []
+
+
+def test_update_of_one_case_keeps_the_others(ref_copy):
+    """`check --update --case X` rewrites X only: every other case stays as committed."""
+    before = json.loads((ref_copy / "reference.json").read_text())["cases"]
+    assert main(["check", "--update", "--reference-dir", str(ref_copy), "--case", "evaluate_a"]) == 0
+    after = json.loads((ref_copy / "reference.json").read_text())["cases"]
+    assert list(after) == list(before)
+    assert {k: v for k, v in after.items() if k != "evaluate_a"} == \
+        {k: v for k, v in before.items() if k != "evaluate_a"}
