@@ -92,9 +92,11 @@ def _check_complete(study, trials):
 
 def test_two_workers_on_one_sqlite_study(setup, tmp_path):
     out = tmp_path / "out"
-    assert main(_args(setup, out, None, 6, 2) + ["--set", "epochs=3"]) == 0
-    trials, t = _check_complete(_load(f"sqlite:///{out / 'study.db'}"), 6)
-    assert t["complete"] == 6 and len(trials) == 6
+    # trials long enough (30 epochs, ~2-3 s each) that worker 0 cannot finish the study alone
+    # while worker 1 is still starting (imports take seconds on a loaded machine)
+    assert main(_args(setup, out, None, 8, 2) + ["--set", "epochs=30"]) == 0
+    trials, t = _check_complete(_load(f"sqlite:///{out / 'study.db'}"), 8)
+    assert t["complete"] == 8 and len(trials) == 8
     workers = {tr.user_attrs["worker"].split("@")[0] for tr in trials}
     assert workers == {"w0", "w1"}, workers  # both processes ran trials
     assert (out / "best.yaml").is_file() and (out / "summary.md").is_file()
