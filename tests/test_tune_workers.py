@@ -103,7 +103,8 @@ def test_two_workers_on_one_sqlite_study(setup, tmp_path):
 
 
 def _kill_mid_trial(cmd, storage, out, timeout=180):
-    """Start ``cmd``; SIGKILL its whole process group once a trial has reported an epoch."""
+    """Start ``cmd``; SIGKILL its whole process group once a trial has reported an epoch (and
+    at most half of its 12, so that it cannot finish before the kill lands)."""
     proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     t0 = time.time()
@@ -116,7 +117,8 @@ def _kill_mid_trial(cmd, storage, out, timeout=180):
                 continue
             try:
                 running = [t for t in _load(storage).get_trials(deepcopy=False)
-                           if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
+                           if t.state == optuna.trial.TrialState.RUNNING
+                           and 0 < len(t.intermediate_values) <= 6]
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 continue
             if running:
@@ -130,8 +132,13 @@ def _kill_mid_trial(cmd, storage, out, timeout=180):
             proc.wait()
 
 
+# trials long enough (12 epochs) that the one seen mid-trial is still running when the kill lands
+# (2-epoch trials could finish between the poll and the SIGKILL)
+LONG = ["--set", "epochs=12"]
+
+
 def _sigkill_and_resume(setup, out, storage, trials=4, workers=1):
-    cmd = [sys.executable, "-m", "benchmark"] + _args(setup, out, storage, trials, workers)
+    cmd = [sys.executable, "-m", "benchmark"] + _args(setup, out, storage, trials, workers) + LONG
     mid = _kill_mid_trial(cmd, storage, out)
     study = _load(storage)
     before = study.get_trials()
@@ -140,7 +147,7 @@ def _sigkill_and_resume(setup, out, storage, trials=4, workers=1):
     killed = [t.number for t in before if t.state == optuna.trial.TrialState.RUNNING]
     assert mid in killed and tune.tally(before)["done"] < trials
     # the same command again: the dead worker's trials go stale, are failed and retried
-    assert main(_args(setup, out, storage, trials, workers)) == 0
+    assert main(_args(setup, out, storage, trials, workers) + LONG) == 0
     after, t = _check_complete(_load(storage), trials)
     for n in killed:
         assert after[n].state == optuna.trial.TrialState.FAIL and tune.classify(after[n]) == "lost"
