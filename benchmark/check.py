@@ -150,6 +150,8 @@ CASES: dict[str, Callable[[Path, str | Path], dict[str, float]]] = {
 #: Cases whose ``--update`` measures the tolerances (seed spread) instead of keeping them.
 LEARNED_CASES = ("learn_maq2l",)
 
+#: A case's fallback tolerance for metrics without their own (a learned case's ``--update``
+#: writes one per metric from the seed spread; this is the floor it starts from).
 DEFAULT_TOLERANCE = {"evaluate_a": 1e-9, "evaluate_b": 1e-9, "bootstrap_a": 1e-9,
                      "paired_ab": 1e-9, "combine_replace": 1e-9, "train_tiny": 0.005,
                      "learn_maq2l": 0.01}

@@ -5,26 +5,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from benchmark.classes import CLASS_CODES, CSV_COLUMNS
+from benchmark.classes import CLASS_CODES
 from benchmark.data.layout import FULL_SPLIT, SPLITS_FILE, PreparedLayout
 from benchmark.data.splits import prepare
 from benchmark.errors import SewerbenchError
 from benchmark.matrix import data_kind
+from helpers import gt_frame
 
 
 def _frame(names, seed=0):
     rng = np.random.default_rng(seed)
-    y = (rng.random((len(names), len(CLASS_CODES))) < 0.2).astype(np.int64)
-    df = pd.DataFrame(y, columns=list(CLASS_CODES))
-    df.insert(0, "Filename", names)
-    df.insert(1, "WaterLevel", 0)
-    df.insert(2, "VA", 0)
-    df["Defect"] = y.max(axis=1)
-    df["ND"] = 1 - df["Defect"]
-    return df[list(CSV_COLUMNS)]
+    return gt_frame(names, (rng.random((len(names), len(CLASS_CODES))) < 0.2).astype(np.int64))
 
 
 def _source(root: Path, synthetic: bool = True, test_labels: bool = True) -> Path:

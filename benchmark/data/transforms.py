@@ -30,7 +30,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 from benchmark.errors import SewerbenchError
@@ -101,15 +105,9 @@ class PILColorJitter(torch.nn.Module):
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float):
         super().__init__()
-        from torchvision import transforms as T
-
         self.jitter = T.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        import numpy as np
-        from PIL import Image
-        from torchvision import tv_tensors
-
         if not (isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3):
             raise SewerbenchError("transforms: colour jitter expects a 3xHxW uint8 tensor (place it before ToDtype)")
         pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy())
