@@ -68,6 +68,12 @@ SIZES: dict[str, tuple[str, int | None]] = {"smoke": ("tiny", 64), "paper": ("re
 SMOKE_PX = {"chen2018": 299}
 #: Real Sewer-ML frame size (width, height).
 FRAME_SIZE = (704, 576)
+#: Quality of the JPEG shard cache measured beside the raw one (= runtime.cache_quality's default).
+CACHE_QUALITY = 95
+#: Images a run of each Sewer-ML split reads (train + validation + test): the full split
+#: (1,040,129 + 130,046 + 130,026) and the 1/16 one (its 65,008 train images, the full
+#: validation set, of which its 8,127 are a part, and the test set).
+SEWERML_IMAGES = {"full": 1_300_201, "sub_0.0625": 65_008 + 130_046 + 130_026}
 #: Rows of the metric and bootstrap timings (the Sewer-ML validation split has 130,046 images).
 METRIC_ROWS = 130_046
 RESAMPLES = 1000
@@ -308,16 +314,18 @@ class FrameSet:
         """An annotation frame of ``n`` rows cycling over the unique frames."""
         return _annotation_frame([self.names[i % len(self.names)] for i in range(n)], seed)
 
-    def cache(self, px: int):
+    def cache(self, px: int, codec: str = "raw"):
         from benchmark.data.cache import ImageCache
 
-        if px not in self._caches:
-            self._caches[px] = ImageCache.build(self.root / f"cache_{px}", self.names, self.index, px,
-                                                workers=1)
-        return self._caches[px]
+        if (px, codec) not in self._caches:
+            self._caches[px, codec] = ImageCache.build(self.root / f"cache_{px}_{codec}", self.names,
+                                                       self.index, px, workers=1, codec=codec,
+                                                       quality=CACHE_QUALITY)
+        return self._caches[px, codec]
 
     def source(self, kind: str, px: int):
-        return self.cache(px) if kind == "cache" else self.index
+        return {"cache": lambda: self.cache(px), "jpeg": lambda: self.cache(px, "jpeg"),
+                "png": lambda: self.index}[kind]()
 
 
 def run_cfg(spec, px: int):
@@ -479,7 +487,9 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
 
 # ----------------------------------------------------------------------------- loader
 def bench_loader(frames: FrameSet, resolutions: list[int], st: Settings) -> list[dict[str, Any]]:
-    """Images/s per core of one dataset item, from PNG (704x576) and from the uint8 cache."""
+    """Images/s per core of one dataset item, from PNG (704x576), from the raw uint8 cache and
+    from the JPEG shard cache; a cache row also gives its bytes per image and the size a cache of
+    each Sewer-ML split would take at that rate."""
     from benchmark.data.dataset import SewerMLDataset
     from benchmark.data.transforms import build_transform
 
@@ -488,10 +498,14 @@ def bench_loader(frames: FrameSet, resolutions: list[int], st: Settings) -> list
     warm, reps = st.n_warmup(), st.n_reps()
     with torch_threads(1):
         for px in resolutions:
-            for source in ("png", "cache"):
+            for source in ("png", "cache", "jpeg"):
                 images = frames.source(source, px)
                 row: dict[str, Any] = {"source": source, "image_size": px,
                                        "frame": f"{FRAME_SIZE[0]}x{FRAME_SIZE[1]}"}
+                if source != "png":
+                    per = images.nbytes / len(images)
+                    row["bytes_per_image"] = per
+                    row["sewerml_cache_gb"] = {k: per * v / 1e9 for k, v in SEWERML_IMAGES.items()}
                 for which, train in (("eval", False), ("train", True)):
                     # the q2l family's transforms (ImageNet normalisation; train adds RandAugment)
                     ds = SewerMLDataset(frames.frame(n, st.seed), images,
@@ -693,10 +707,18 @@ def to_markdown(rep: dict[str, Any]) -> str:
             f"{_num(r['cuda_max_allocated_mb'], '.0f')} | {_num(r['loader_cores_to_feed'], '.2f')} |")
     lines += ["", "Loader, images/s per core (one thread; decode + resize + to tensor + normalise; "
               "train adds RandAugment):", "",
-              "| source | px | eval img/s/core | train img/s/core |", "|---|---|---|---|"]
+              "| source | px | eval img/s/core | train img/s/core | KB/image | Sewer-ML cache, full / 1/16 split (GB) |",
+              "|---|---|---|---|---|---|"]
+    names = {"png": lambda r: f"PNG {r['frame']}", "cache": lambda r: f"raw uint8 cache ({r['image_size']} px)",
+             "jpeg": lambda r: f"JPEG q{CACHE_QUALITY} shard cache ({r['image_size']} px)"}
     for r in rep["loader"]:
-        src = f"PNG {r['frame']}" if r["source"] == "png" else f"uint8 cache ({r['image_size']} px)"
-        lines.append(f"| {src} | {r['image_size']} | {_rate(r['eval'])} | {_rate(r['train'])} |")
+        size = "-"
+        if r.get("sewerml_cache_gb"):
+            g = r["sewerml_cache_gb"]
+            size = f"{g['full']:.4g} / {g['sub_0.0625']:.4g}"
+        kb = f"{r['bytes_per_image'] / 1024:.1f}" if r.get("bytes_per_image") else "-"
+        lines.append(f"| {names[r['source']](r)} | {r['image_size']} | {_rate(r['eval'])} | "
+                     f"{_rate(r['train'])} | {kb} | {size} |")
     me, bo, sy = rep["metrics"], rep["bootstrap"], rep["synthetic"]
     off = me.get("official")
     lines += ["", "| task | ours | official | speedup | identical |", "|---|---|---|---|---|",

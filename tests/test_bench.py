@@ -31,8 +31,14 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     for key in ("train_model", "train_e2e", "infer_model", "infer_e2e"):
         t = row[key]
         assert t["unit"] == "images/s" and t["reps"] == 1 and t["min"] <= t["median"] <= t["max"]
-    assert {(r["source"], r["image_size"]) for r in rep["loader"]} == {("png", 64), ("cache", 64)}
+    assert {(r["source"], r["image_size"]) for r in rep["loader"]} == {("png", 64), ("cache", 64), ("jpeg", 64)}
     assert all(r["frame"] == "704x576" for r in rep["loader"])
+    by = {r["source"]: r for r in rep["loader"]}
+    assert by["cache"]["bytes_per_image"] > 64 * 64 * 3 and "bytes_per_image" not in by["png"]
+    assert 0 < by["jpeg"]["bytes_per_image"] < by["cache"]["bytes_per_image"]
+    g = by["cache"]["sewerml_cache_gb"]
+    assert g["full"] == pytest.approx(by["cache"]["bytes_per_image"] * 1_300_201 / 1e9)
+    assert g["sub_0.0625"] < g["full"]
     me = rep["metrics"]
     assert me["rows"] == 3000 and me["classes"] == 17 and me["identical"] is True
     assert me["official"]["unit"] == "s" and me["speedup"] > 0
@@ -41,6 +47,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     md = (out / bench.PERF_MD).read_text()
     assert "| method | size | px |" in md and "| tiny_cnn | smoke | 64 | fp32 |" in md
     assert "| PNG 704x576 | 64 |" in md and "all metrics, 3,000 x 17" in md
+    assert "| JPEG q95 shard cache (64 px) | 64 |" in md
     assert md == bench.to_markdown(rep)
     assert "| tiny_cnn |" in capsys.readouterr().out
     assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary files left

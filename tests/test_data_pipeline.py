@@ -162,7 +162,7 @@ def names5():
 def test_cache_build_contents_and_meta(tmp_path, image_root):
     idx = ImageIndex(image_root)
     cache = ImageCache.build(tmp_path / "cache", names5(), idx, 16, workers=2)
-    assert len(cache) == 5 and cache.array.shape == (5, 16, 16, 3) and cache.array.dtype == np.uint8
+    assert len(cache) == 5 and cache.stack().shape == (5, 16, 16, 3) and cache.stack().dtype == np.uint8
     for n in names5():
         assert np.array_equal(cache.get(n), load_rgb(idx.path(n), (16, 16)))
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
@@ -192,7 +192,7 @@ def test_cache_reopen_reuse_and_rebuild(tmp_path, image_root, monkeypatch):
         ImageCache.build(tmp_path / "c", names5(), idx, 12)  # a source file changed
     monkeypatch.undo()
     c = ImageCache.build(tmp_path / "c", names5(), idx, 14)
-    assert c.image_size == (14, 14) and c.array.shape == (5, 14, 14, 3)
+    assert c.image_size == (14, 14) and c.stack().shape == (5, 14, 14, 3)
     with pytest.raises(SewerbenchError, match="not an image cache"):
         ImageCache.open(tmp_path / "nothing")
     (tmp_path / "mine").mkdir()
@@ -213,7 +213,8 @@ def test_cache_corrupt_images_fail_or_skip(tmp_path, image_root):
                                               r"00000007\.png.*--skip-corrupt") as e:
         ImageCache.build(tmp_path / "c", names, idx, 8, workers=2)
     assert "\n" not in str(e.value)
-    assert not (tmp_path / "c").exists() and sorted(os.listdir(tmp_path)) == ["imgs"]
+    # no cache; the partial build (resumable) is the only trace
+    assert not (tmp_path / "c").exists() and sorted(os.listdir(tmp_path)) == [".c.partial", "imgs"]
     c = ImageCache.build(tmp_path / "c", names, idx, 8, skip_corrupt=True)
     assert len(c) == 5 and c.skipped == ["00000006.png", "00000007.png"]
     assert c.meta["skipped_count"] == 2 and c.meta["count"] == 5 and c.meta["total"] == 7

@@ -175,13 +175,13 @@ def test_truncated_cache_array_is_named_and_rebuilt(tmp_path, images):
 
     root, names = images
     c = ImageCache.build(tmp_path / "c", names, ImageIndex(root), 8, workers=1)
-    good = np.array(c.array)
-    npy = tmp_path / "c" / "images.npy"
+    good = c.stack()
+    npy = tmp_path / "c" / "shards" / "00000.npy"
     os.truncate(npy, npy.stat().st_size - 100)
-    with pytest.raises(SewerbenchError, match=rf"{npy}: truncated or corrupt image cache array"):
+    with pytest.raises(SewerbenchError, match=rf"{npy}: truncated or corrupt image cache shard"):
         ImageCache.open(tmp_path / "c")
     again = ImageCache.build(tmp_path / "c", names, ImageIndex(root), 8, workers=1)  # detected: rebuilt
-    assert np.array_equal(np.array(again.array), good)
+    assert np.array_equal(again.stack(), good)
 
 
 def test_corrupted_cache_bytes_fail_the_checksum_and_are_rebuilt(tmp_path, images, monkeypatch):
@@ -191,7 +191,7 @@ def test_corrupted_cache_bytes_fail_the_checksum_and_are_rebuilt(tmp_path, image
 
     root, names = images
     ImageCache.build(tmp_path / "c", names, ImageIndex(root), 8, workers=1)
-    npy = tmp_path / "c" / "images.npy"
+    npy = tmp_path / "c" / "shards" / "00000.npy"
     good = npy.read_bytes()
     data = bytearray(good)
     data[-50] ^= 0xFF  # same size: only the checksum can tell
@@ -213,7 +213,7 @@ def test_sigkill_during_cache_build_leaves_the_previous_cache_usable(tmp_path, i
 
     root, names = images
     c = ImageCache.build(tmp_path / "c", names[:20], ImageIndex(root), 8, workers=1)
-    before = np.array(c.array)
+    before = c.stack()
     res = _child("""
 import os, signal, sys
 from benchmark.data import cache
@@ -231,9 +231,9 @@ cache.ImageCache.build(sys.argv[2], idx.filenames, idx, 8, workers=1)
     _killed(res)
     assert any(p.name.startswith(".c.") for p in tmp_path.iterdir())  # the killed build's debris
     old = ImageCache.open(tmp_path / "c")  # the previous cache is untouched and usable
-    assert len(old) == 20 and np.array_equal(np.array(old.array), before)
+    assert len(old) == 20 and np.array_equal(old.stack(), before)
     new = ImageCache.build(tmp_path / "c", names, ImageIndex(root), 8, workers=1)  # the rerun completes
-    assert len(new) == 40 and np.array_equal(np.array(new.array)[:20], before)
+    assert len(new) == 40 and np.array_equal(new.stack()[:20], before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "imgs"]
 
 

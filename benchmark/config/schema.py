@@ -137,7 +137,10 @@ class RuntimeConfig:
     compile: bool = False
     deterministic: bool = True
     progress: bool = True
-    use_cache: bool = True           # read images from the uint8 image cache
+    use_cache: bool = True           # read images from the image cache (data.cache/<split>/<size>-<codec>)
+    cache_codec: Literal["raw", "jpeg", "webp", "png"] = "raw"   # raw uint8 shards, or encoded images
+    cache_quality: int = 95          # jpeg / webp quality
+    cache_shard_images: int = 2048   # images per shard (the unit of resuming and repair)
     cache_workers: Optional[int] = None
     max_train_images: Optional[int] = None  # seeded cap on the training rows
     max_eval_images: Optional[int] = None   # seeded cap on the per-epoch validation rows
@@ -145,7 +148,8 @@ class RuntimeConfig:
 
 
 #: Runtime keys that may differ between a run and its resumption.
-RESUME_FREE = ("progress", "workers", "device", "eval_batch_size", "cache_workers", "compile")
+RESUME_FREE = ("progress", "workers", "device", "eval_batch_size", "cache_workers", "cache_shard_images",
+               "compile")
 
 
 @dataclass(frozen=True)

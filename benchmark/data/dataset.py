@@ -58,12 +58,13 @@ class SewerMLDataset(Dataset):
                 keep = np.array([n not in drop for n in names])
                 log.warning("dataset: dropping %d rows whose images were skipped as unreadable",
                             len(drop))
-            # only the memmap's path and row numbers travel to workers, not the cache index
-            self._npy: str | None = str(images.directory / "images.npy")
+            # only the shard reader (folder, codec, row counts) and row numbers travel to
+            # workers, not the cache's filename index
+            self._reader = images.reader()
             self._paths: list[str] | None = None
             self._rows = np.array([images.row(n) for n, k in zip(names, keep) if k], dtype=np.int64)
         elif isinstance(images, ImageIndex):
-            self._npy = None
+            self._reader = None
             self._paths = images.paths(names)
             self._rows = None
         else:
@@ -71,27 +72,14 @@ class SewerMLDataset(Dataset):
         self.filenames: list[str] = [n for n, k in zip(names, keep) if k]
         self.targets: np.ndarray = np.ascontiguousarray(targets[keep])
         self.transform = transform
-        self._array: np.ndarray | None = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_array"] = None  # each worker reopens the memmap
-        return state
 
     def __len__(self) -> int:
         return len(self.filenames)
 
     def load(self, i: int) -> np.ndarray:
         """The raw HxWx3 uint8 image of item ``i`` (no transform)."""
-        if self._npy is not None:
-            if self._array is None:
-                try:
-                    self._array = np.load(self._npy, mmap_mode="r")
-                except (OSError, ValueError) as exc:  # truncated or replaced under a running job
-                    raise SewerbenchError(f"{self._npy}: unreadable image cache array "
-                                          f"({' '.join(str(exc).split())}); delete its folder to "
-                                          "rebuild it") from None
-            return np.array(self._array[self._rows[i]])  # copy out of the memmap
+        if self._reader is not None:
+            return self._reader.read(int(self._rows[i]))  # a copy (each worker opens the shards)
         try:
             return load_rgb(self._paths[i])
         except Exception as exc:  # noqa: BLE001

@@ -111,9 +111,30 @@ class BinaryTargets(Dataset):
         return x, y.max().reshape(1), name
 
 
-def image_source(cfg, ctx=None):
-    """The image cache at the run's resolution (built once by rank 0) or the image folder index
-    (always for a method whose features read the original images, e.g. Myrans2018's GIST)."""
+def split_filenames(cfg) -> list[str]:
+    """Every image a run of ``cfg`` reads: the Filename column of its train, val and test CSVs."""
+    names: list[str] = []
+    d = cfg.data
+    for csv in dict.fromkeys(c for c in (d.train_csv, d.val_csv, d.full_val_csv, d.test_csv) if c):
+        if csv in (d.train_csv, d.val_csv) or Path(csv).is_file():   # train / val must exist
+            names += read_frame(csv, require_labels=False)["Filename"].astype(str).tolist()
+    return list(dict.fromkeys(names))
+
+
+def cache_dir(cfg, label: str) -> Path:
+    """data.cache/<label>/<size>x<size>-<codec>[q<quality>]: one cache per image set and resolution."""
+    rt = cfg.runtime
+    q = f"q{rt.cache_quality}" if rt.cache_codec in ("jpeg", "webp") else ""
+    return Path(cfg.data.cache) / label / f"{cfg.image_size}x{cfg.image_size}-{rt.cache_codec}{q}"
+
+
+def image_source(cfg, ctx=None, filenames=None):
+    """The image cache of the run's images at its resolution (built once by rank 0; only the
+    images of its split's CSVs, or of ``filenames`` when they lie outside them) or the image
+    folder index (``use_cache: false``, or a method whose features read the original images,
+    e.g. Myrans2018's GIST)."""
+    import hashlib
+
     from benchmark.data.images import ImageIndex
     from benchmark.data.layout import PreparedLayout
     from methods.registry import get_spec
@@ -123,18 +144,23 @@ def image_source(cfg, ctx=None):
     if not images:
         raise SewerbenchError(f"run {cfg.run}: data.images (the image folder) is not set in "
                               f"params.yaml and {data.prepared}/splits.json records none")
-    size = cfg.image_size
     if not cfg.runtime.use_cache or not data.cache or get_spec(cfg.method).full_resolution:
         return ImageIndex(images)
     from benchmark.data.cache import ImageCache
 
-    directory = Path(data.cache) / f"{size}x{size}"
+    names, label = split_filenames(cfg), cfg.split
+    if filenames is not None:
+        wanted = list(dict.fromkeys(str(n) for n in filenames))
+        if not set(wanted) <= set(names):
+            names = wanted
+            label = "files-" + hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:12]
+    directory = cache_dir(cfg, label)
     is_main = ctx is None or ctx.is_main
     if is_main:
-        index = ImageIndex(images)
-        # every image of the folder: one cache per resolution, shared by all runs
-        ImageCache.build(directory, sorted(index.filenames), index, size,
-                         workers=cfg.runtime.cache_workers)
+        rt = cfg.runtime
+        ImageCache.build(directory, sorted(names), ImageIndex(images), cfg.image_size,
+                         workers=rt.cache_workers, codec=rt.cache_codec, quality=rt.cache_quality,
+                         shard_images=rt.cache_shard_images)
     if ctx is not None:
         ctx.barrier()
     return ImageCache.open(directory)

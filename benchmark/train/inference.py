@@ -120,7 +120,8 @@ def predict_run(out_dir: str | Path, split_csv: str | Path, out_csv: str | Path 
     """Scores of a finished run on ``split_csv``: (filenames, probabilities (N, C))."""
     cfg, model, dev = load_run(out_dir, device)
     df = read_frame(split_csv, require_labels=False)
-    names, probs = score_frame(cfg, model, df, image_source(cfg), dev, batch_size=batch_size)
+    images = image_source(cfg, filenames=df["Filename"].astype(str))
+    names, probs = score_frame(cfg, model, df, images, dev, batch_size=batch_size)
     if out_csv is not None:
         write_scores(out_csv, names, probs, cfg.binary)
     return names, probs
