@@ -178,6 +178,20 @@ def test_prepare_synthetic_systematic(tmp_path):
     assert fraction_name(0.125) == "frac_0.125"
 
 
+def test_prepare_records_a_digest_of_the_synthetic_images(tmp_path):
+    """The training stages depend on data/prepared, not on the image folder: new image bytes
+    (same names, same labels) must change splits.json."""
+    make_source(tmp_path / "src")
+    a = prepare(tmp_path / "src", tmp_path / "a")
+    assert a["images"]["count"] == 116 and len(a["images"]["sha256"]) == 64
+    assert prepare(tmp_path / "src", tmp_path / "b")["images"] == a["images"]   # deterministic
+    victim = next((tmp_path / "src").rglob("*.png"))
+    victim.write_bytes(victim.read_bytes() + b"\0")    # a trailing byte: same image, other file
+    assert prepare(tmp_path / "src", tmp_path / "c")["images"]["sha256"] != a["images"]["sha256"]
+    make_source(tmp_path / "real", synthetic=False)
+    assert "images" not in prepare(tmp_path / "real", tmp_path / "d", subset_rule="systematic")
+
+
 def test_prepare_real_uses_published_subset(tmp_path):
     train, val, _ = make_source(tmp_path / "src", synthetic=False)
     sub_dir = tmp_path / "splits"

@@ -301,6 +301,18 @@ def _check_disjoint(a: pd.DataFrame, b: pd.DataFrame, a_path, b_path) -> None:
                               f"(first: {sorted(both)[0]}); splits must be disjoint")
 
 
+def image_fingerprint(index: ImageIndex, names: Iterable[str]) -> dict:
+    """{"count", "sha256"}: a digest over the names and bytes of the images ``names``."""
+    import hashlib
+
+    h, n = hashlib.sha256(), 0
+    for name in names:
+        with open(index.path(name), "rb") as fh:
+            h.update(f"{name}\t{hashlib.sha256(fh.read()).hexdigest()}\n".encode())
+        n += 1
+    return {"count": n, "sha256": h.hexdigest()}
+
+
 def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
             fractions: Iterable[float] = (), seed: int = 0,
             subset_dir: str | os.PathLike | None = None, subset_rule: str = "auto",
@@ -389,6 +401,9 @@ def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
         path = out / f"{name}.csv"
         atomic_to_csv(df, path)
         splits[name] = {"path": f"{name}.csv", **summarize(df)}
+    images_info = None
+    if synthetic and index is not None:
+        images_info = image_fingerprint(index, sorted({n for df in outputs.values() for n in df["Filename"]}))
     summary = {
         "format": SPLITS_FORMAT,
         # paths as given (relative to the working directory when given so), so the output
@@ -403,6 +418,10 @@ def prepare(source_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "source_files": {k: (str(p) if p is not None else None) for k, p in files.items()},
         "splits": splits,
     }
+    if images_info is not None:
+        # the training stages depend on data/prepared, not on the 32k files of the synthetic
+        # folder (DVC would stat them all once per stage): new images change this digest
+        summary["images"] = images_info
     atomic_write_json(out / SPLITS_FILE, summary)
     log.info("wrote %d split files and %s", len(splits), out / SPLITS_FILE)
     return summary
