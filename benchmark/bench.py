@@ -324,8 +324,7 @@ class FrameSet:
         return self._caches[px, codec]
 
     def source(self, kind: str, px: int):
-        return {"cache": lambda: self.cache(px), "jpeg": lambda: self.cache(px, "jpeg"),
-                "png": lambda: self.index}[kind]()
+        return self.index if kind == "png" else self.cache(px, "jpeg" if kind == "jpeg" else "raw")
 
 
 def run_cfg(spec, px: int):

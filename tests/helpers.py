@@ -6,7 +6,7 @@ import pandas as pd
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.selfcheck import make_tiny_dataset, tiny_params
 
-__all__ = ["gt_frame", "make_tiny_dataset", "scores_frame", "tiny_params"]
+__all__ = ["cache_build_dying_at", "gt_frame", "make_tiny_dataset", "scores_frame", "tiny_params"]
 
 
 def gt_frame(names, y) -> pd.DataFrame:
@@ -25,3 +25,23 @@ def scores_frame(names, s) -> pd.DataFrame:
     df = pd.DataFrame(s, columns=list(CLASS_CODES))
     df.insert(0, "Filename", names)
     return df
+
+
+def cache_build_dying_at(n: int, build_kwargs: str = "") -> str:
+    """Source of a child process that builds ``ImageCache(argv[2])`` of every image under
+    ``argv[1]`` at 8 px on one thread (``build_kwargs``: more keyword arguments, Python text)
+    and SIGKILLs itself at its ``n``-th image decode."""
+    return f"""
+import os, signal, sys
+from benchmark.data import cache
+from benchmark.data.images import ImageIndex
+real, n = cache.load_rgb, {{"i": 0}}
+def dying(path, size=None):
+    n["i"] += 1
+    if n["i"] == {int(n)}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, size)
+cache.load_rgb = dying
+idx = ImageIndex(sys.argv[1])
+cache.ImageCache.build(sys.argv[2], sorted(idx.filenames), idx, 8, workers=1, {build_kwargs})
+"""

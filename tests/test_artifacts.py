@@ -10,8 +10,9 @@ import pytest
 from benchmark import artifacts as A
 from benchmark import tables
 from benchmark.bootstrap import paired_bootstrap
-from benchmark.classes import CLASS_CODES, CSV_COLUMNS, THRESHOLD
+from benchmark.classes import THRESHOLD
 from benchmark.evaluation import binary_metrics, compare, compute
+from helpers import gt_frame, scores_frame
 
 
 def _data(n=80, seed=0):
@@ -22,17 +23,9 @@ def _data(n=80, seed=0):
 
 
 def _write(tmp_path, names, s, y):
-    gt = pd.DataFrame(y, columns=list(CLASS_CODES))
-    gt.insert(0, "Filename", names)
-    gt.insert(1, "WaterLevel", 0)
-    gt.insert(2, "VA", 0)
-    gt["Defect"] = y.max(axis=1)
-    gt["ND"] = 1 - gt["Defect"]
-    gt[list(CSV_COLUMNS)].to_csv(tmp_path / "gt.csv", index=False)
+    gt_frame(names, y).to_csv(tmp_path / "gt.csv", index=False)
     for name, sc in (("a", s), ("b", s[::-1])):
-        df = pd.DataFrame(sc, columns=list(CLASS_CODES))
-        df.insert(0, "Filename", names)
-        df.to_csv(tmp_path / f"{name}.csv", index=False)
+        scores_frame(names, sc).to_csv(tmp_path / f"{name}.csv", index=False)
     pd.DataFrame({"Filename": names, "Defect": s.max(axis=1)}).to_csv(tmp_path / "bin.csv", index=False)
 
 

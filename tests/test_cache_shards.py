@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ from benchmark.data import cache as cache_mod
 from benchmark.data.cache import ImageCache, decode_image, encode_image, load_rgb
 from benchmark.data.images import ImageIndex
 from benchmark.errors import SewerbenchError
-from helpers import gt_frame
+from helpers import cache_build_dying_at, gt_frame
 
 REPO = Path(__file__).resolve().parents[1]
 N = 12
@@ -93,29 +92,13 @@ def test_jpeg_shards_are_smaller_than_raw(tmp_path, images):
     assert j.nbytes < r.nbytes
 
 
-KILL_AT_NINTH_DECODE = """
-import os, signal, sys
-from benchmark.data import cache
-from benchmark.data.images import ImageIndex
-real, n = cache.load_rgb, {"i": 0}
-def dying(path, size=None):
-    n["i"] += 1
-    if n["i"] == 9:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, size)
-cache.load_rgb = dying
-idx = ImageIndex(sys.argv[1])
-cache.ImageCache.build(sys.argv[2], sorted(idx.filenames), idx, 8, workers=1, shard_images=4,
-                       codec=sys.argv[3])
-"""
-
-
 @pytest.mark.parametrize("codec", ["raw", "jpeg"])
 def test_a_killed_build_resumes_with_the_shards_it_finished(tmp_path, images, count_decodes, codec):
     root, names = images
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(KILL_AT_NINTH_DECODE), str(root),
-                          str(tmp_path / "c"), codec], env=env, capture_output=True, text=True, timeout=300)
+    script = cache_build_dying_at(9, "shard_images=4, codec=sys.argv[3]")
+    res = subprocess.run([sys.executable, "-c", script, str(root), str(tmp_path / "c"), codec], env=env,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     partial = tmp_path / ".c.partial"
     assert not (tmp_path / "c").exists()

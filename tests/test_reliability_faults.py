@@ -24,6 +24,7 @@ import yaml
 
 from benchmark.errors import SewerbenchError
 from benchmark.train import checkpointing as ck
+from helpers import cache_build_dying_at
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,20 +215,7 @@ def test_sigkill_during_cache_build_leaves_the_previous_cache_usable(tmp_path, i
     root, names = images
     c = ImageCache.build(tmp_path / "c", names[:20], ImageIndex(root), 8, workers=1)
     before = c.stack()
-    res = _child("""
-import os, signal, sys
-from benchmark.data import cache
-from benchmark.data.images import ImageIndex
-real, n = cache.load_rgb, {"i": 0}
-def dying(path, size=None):
-    n["i"] += 1
-    if n["i"] == 25:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, size)
-cache.load_rgb = dying
-idx = ImageIndex(sys.argv[1])
-cache.ImageCache.build(sys.argv[2], idx.filenames, idx, 8, workers=1)
-""", str(root), str(tmp_path / "c"))
+    res = _child(cache_build_dying_at(25), str(root), str(tmp_path / "c"))
     _killed(res)
     assert any(p.name.startswith(".c.") for p in tmp_path.iterdir())  # the killed build's debris
     old = ImageCache.open(tmp_path / "c")  # the previous cache is untouched and usable

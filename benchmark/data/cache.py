@@ -51,6 +51,8 @@ RESAMPLE = "bilinear"
 #: Codecs of the shards: raw uint8 or encoded image files (PIL writers).
 CODECS = ("raw", "jpeg", "webp", "png")
 _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
+#: Codecs with a quality setting.
+LOSSY = ("jpeg", "webp")
 DEFAULT_SHARD_IMAGES = 2048
 SHOW = 5
 #: Caches up to this many bytes (all shards) are checksummed whenever they are reused
@@ -88,7 +90,7 @@ def _default_workers() -> int:
 def _params(size: tuple[int, int], codec: str, quality: int, shard_images: int) -> dict:
     """What a shard's bytes depend on besides its source files."""
     return {"format": FORMAT_VERSION, "size": list(size), "resample": RESAMPLE, "codec": codec,
-            "quality": int(quality) if codec in ("jpeg", "webp") else None,
+            "quality": int(quality) if codec in LOSSY else None,
             "shard_images": int(shard_images)}
 
 
@@ -109,20 +111,20 @@ def _shard_files(codec: str, stem: str) -> tuple[str, ...]:
     return (f"{stem}.npy",) if codec == "raw" else (f"{stem}.pack", f"{stem}.idx.npy")
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        return tuple(shape), np.dtype(dtype), fh.tell()
+        return tuple(shape), np.dtype(dtype)
 
 
 def encode_image(img: np.ndarray, codec: str, quality: int) -> bytes:
     """The bytes of an HxWx3 uint8 image in ``codec`` (jpeg/webp: lossy at ``quality``)."""
     buf = io.BytesIO()
-    kw = {"quality": int(quality)} if codec in ("jpeg", "webp") else {"compress_level": 1}
+    kw = {"quality": int(quality)} if codec in LOSSY else {"compress_level": 1}
     Image.fromarray(img).save(buf, format=_PIL_FORMAT[codec], **kw)
     return buf.getvalue()
 
@@ -235,7 +237,7 @@ class ImageCache:
                                       f"expected {want}); delete {self.directory} to rebuild it")
             if fname.endswith(".npy"):
                 try:
-                    shape, dtype, _ = _npy_header(path)
+                    shape, dtype = _npy_header(path)
                 except (OSError, ValueError) as exc:
                     raise SewerbenchError(f"{path}: corrupt image cache shard header ({exc}); delete "
                                           f"{self.directory} to rebuild it") from None
@@ -266,10 +268,6 @@ class ImageCache:
         """Recompute every shard's SHA-256 and compare with meta.json (True when the cache is
         over ``limit`` bytes: not read)."""
         return not self.bad_shards(limit)
-
-    # -- pickling: never send open memmaps --------------------------------------------------
-    def __getstate__(self):
-        return self.__dict__.copy()  # the reader drops its open files itself
 
     def reader(self) -> ShardReader:
         return self._reader

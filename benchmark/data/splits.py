@@ -303,8 +303,6 @@ def _check_disjoint(a: pd.DataFrame, b: pd.DataFrame, a_path, b_path) -> None:
 
 def image_fingerprint(index: ImageIndex, names: Iterable[str]) -> dict:
     """{"count", "sha256"}: a digest over the names and bytes of the images ``names``."""
-    import hashlib
-
     h, n = hashlib.sha256(), 0
     for name in names:
         with open(index.path(name), "rb") as fh:

@@ -123,8 +123,10 @@ def split_filenames(cfg) -> list[str]:
 
 def cache_dir(cfg, label: str) -> Path:
     """data.cache/<label>/<size>x<size>-<codec>[q<quality>]: one cache per image set and resolution."""
+    from benchmark.data.cache import LOSSY
+
     rt = cfg.runtime
-    q = f"q{rt.cache_quality}" if rt.cache_codec in ("jpeg", "webp") else ""
+    q = f"q{rt.cache_quality}" if rt.cache_codec in LOSSY else ""
     return Path(cfg.data.cache) / label / f"{cfg.image_size}x{cfg.image_size}-{rt.cache_codec}{q}"
 
 
