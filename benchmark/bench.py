@@ -9,7 +9,8 @@ median and the min/max spread are reported, as timm's and mmpretrain's benchmark
   profile; ``paper``: the ``reference`` builders at each method's reference resolution):
   parameters, GFLOPs per image (forward, ``torch.utils.flop_counter``, 2 FLOPs per
   multiply-add), training and inference images/s *model-only* (batches already in memory;
-  a training step is forward + BCE-with-logits loss + backward + AdamW step, fp32) and *end
+  a training step is forward + BCE-with-logits loss + backward + AdamW step with the
+  engine's kernels (fused on CPU and CUDA), fp32) and *end
   to end* (through :func:`benchmark.train.data.make_dataset` and a ``DataLoader`` over a
   small prepared set of 704x576 PNG frames that the benchmark renders in a temporary folder:
   the uint8 image cache for ``smoke`` as the smoke profile, the PNGs for ``paper`` as the
@@ -43,7 +44,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -55,6 +55,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmark.errors import SewerbenchError
+from benchmark.timing import summary
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ MODEL_KEYS = ("method", "size", "image_size", "precision", "device", "batch", "p
               "e2e_source", "e2e_vs_model", "peak_rss_mb", "cuda_max_allocated_mb",
               "loader_cores_to_feed")
 TOP_KEYS = ("format", "created", "command", "quick", "settings", "machine", "models", "loader",
-            "metrics", "bootstrap", "synthetic", "notes")
+            "metrics", "bootstrap", "synthetic", "reference_steps", "notes")
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Settings:
     official: bool = True             # time the official implementation too
     seed: int = 0
     threads: int | None = None        # torch intra-op threads (None: torch's default)
+    references: dict[str, Path] = field(default_factory=dict)   # method -> authors' checkout
 
     def min_time(self) -> float:
         """Seconds one timed repetition lasts at least (more calls per repetition if needed)."""
@@ -128,18 +130,6 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------- timing
-def summary(times: list[float], per: float = 1.0, rate: bool = True) -> dict[str, Any]:
-    """Median and spread of repetition times: images/s (``per`` images each) or seconds."""
-    if rate:
-        vals = [per / t if t > 0 else float("inf") for t in times]
-        unit = "images/s"
-    else:
-        vals = list(times)
-        unit = "s"
-    return {"median": float(statistics.median(vals)), "min": float(min(vals)),
-            "max": float(max(vals)), "reps": len(vals), "unit": unit}
-
-
 def calls_per_rep(fn: Callable[[], Any], min_time: float, sync: Callable[[], None] = lambda: None,
                   cap: int = 1000) -> int:
     """How many calls of ``fn`` make one repetition last at least ``min_time`` seconds
@@ -204,18 +194,6 @@ class PeakRSS:
         if self._thread is not None:
             self._thread.join()
         self.peak = max(self.peak, self.current())
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -388,6 +366,7 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
     from torch.utils.data import DataLoader
 
     from benchmark.train.data import make_dataset
+    from benchmark.train.optim import build_optimizer, fused_for
     from methods.registry import get_spec
 
     spec = get_spec(name)
@@ -409,9 +388,8 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
         row["gflops_per_image"] = gflops_per_image(model, px, device)
         ncls = 1 if spec.binary else 17
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt_kw = {"fused": True} if device.type == "cuda" else {}
-        opt = torch.optim.AdamW(params, lr=1e-4, **opt_kw)
+        opt = build_optimizer(model, {"name": "adamw", "lr": 1e-4}, batch,
+                              fused=fused_for(model, device))   # the engine's kernels
         gen = torch.Generator().manual_seed(st.seed)
         x = torch.randn(batch, 3, px, px, generator=gen).to(device)
         y = (torch.rand(batch, ncls, generator=gen) < 0.2).float().to(device)
@@ -491,11 +469,12 @@ def bench_loader(frames: FrameSet, resolutions: list[int], st: Settings) -> list
     each Sewer-ML split would take at that rate."""
     from benchmark.data.dataset import SewerMLDataset
     from benchmark.data.transforms import build_transform
+    from benchmark.train.runtime import intra_op_threads
 
     n = len(frames.names)
     rows = []
     warm, reps = st.n_warmup(), st.n_reps()
-    with torch_threads(1):
+    with intra_op_threads(1):
         for px in resolutions:
             for source in ("png", "cache", "jpeg"):
                 images = frames.source(source, px)
@@ -568,6 +547,7 @@ def bench_metrics(st: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def bench_synthetic(st: Settings) -> dict[str, Any]:
     from benchmark.synth.generate import SynthConfig, render_row
+    from benchmark.train.runtime import intra_op_threads
 
     cfg = SynthConfig()
     n = 4 if st.quick else 16
@@ -577,7 +557,7 @@ def bench_synthetic(st: Settings) -> dict[str, Any]:
     def render_all():
         for i in range(n):
             render_row(st.seed, i + 1, labels[i], 0, cfg.width, cfg.height, float(cfg.difficulty))
-    with torch_threads(1):
+    with intra_op_threads(1):
         t = repeat(render_all, min(1, st.n_warmup()), st.n_reps())
     return {"width": cfg.width, "height": cfg.height, "images": n, "rate": summary(t, n)}
 
@@ -634,7 +614,8 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
                      "warmup": st.n_warmup(), "reps": st.n_reps(), "workers": st.n_workers(),
                      "threads": torch.get_num_threads(), "min_rep_seconds": st.min_time(),
                      "batch": {s: st.batch_for(s) for s in st.sizes}, "rows": st.rows,
-                     "resamples": st.resamples, "seed": st.seed},
+                     "resamples": st.resamples, "seed": st.seed,
+                     "references": {k: str(v) for k, v in st.references.items()}},
         "machine": machine(st.device), "notes": [],
     }
     if st.device == "cpu" and not cpu_supports_bf16():
@@ -664,6 +645,13 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
     report["metrics"], report["bootstrap"] = bench_metrics(st)
     log.info("bench: synthetic renderer")
     report["synthetic"] = bench_synthetic(st)
+    report["reference_steps"] = []
+    for name, root in st.references.items():
+        from benchmark.refstep import bench_reference
+
+        log.info("bench: %s training step against the authors' code in %s", name, root)
+        report["reference_steps"].append(
+            bench_reference(name, root, st.n_warmup(), max(st.n_reps(), 3), seed=st.seed))
     report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["machine"]["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report["seconds"] = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
@@ -729,6 +717,19 @@ def to_markdown(rep: dict[str, Any]) -> str:
               f"{_rate(bo['seconds'], 3)} s | - | - | - |",
               f"| synthetic renderer, {sy['width']}x{sy['height']}, one core | "
               f"{_rate(sy['rate'])} img/s | - | - | - |"]
+    refs = rep.get("reference_steps") or []
+    if refs:
+        lines += ["", "Training step against the authors' code (forward + BCE + backward + the recipe's "
+                  "optimiser step; ResNet-101, hidden 2048, fp32; the same weights in both; interleaved "
+                  "repetitions):", "",
+                  "| method | authors' code | px | batch | ours img/s | theirs img/s | speedup | "
+                  "optimiser, ours / theirs | max abs logit difference |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in refs:
+            lines.append(f"| {r['method']} | {r['reference']} | {r['image_size']} | {r['batch']} | "
+                         f"{_rate(r['ours'], 3)} | {_rate(r['theirs'], 3)} | {r['speedup']:.2f}x | "
+                         f"{r['optimizer']['ours']} / {r['optimizer']['theirs']} | "
+                         f"{r['max_abs_logit_diff']:.2g} |")
     for note in rep.get("notes") or []:
         lines += ["", f"Note: {note}."]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ Maps are captured with forward hooks, so the models need no special API:
   (``multihead_attn_sy`` in MA-Q2L layers, ``multihead_attn`` in Query2Label layers),
   (B, K, h, w): where each label query looks. Available for every Q2L-style model.
 
-Localisation against per-class pixel masks (the synthetic data's ``masks/<stem>.npz``), over
+Localisation against per-class pixel masks (the synthetic data's ``masks/``, :func:`benchmark.synth.generate.load_masks`), over
 (image, class) pairs whose class is present and has a non-empty mask:
 
 * pointing game: the map's maximum (after bilinear upsampling to the mask size) lies inside

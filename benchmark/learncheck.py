@@ -39,7 +39,8 @@ LEARN_CASES: dict[str, dict[str, Any]] = {
 }
 #: Settings over the smoke profile: from scratch (the stand-in needs the pretrain stage),
 #: every epoch validated on the whole (small) val set, 2 torch threads whatever the machine.
-LEARN_SETTINGS = {"pretrained": False, "max_eval_images": None, "progress": False}
+LEARN_SETTINGS = {"pretrained": False, "max_eval_images": None, "progress": False,
+                  "threads": None, "workers": 0}   # LEARN_THREADS below, the loader in-process
 LEARN_THREADS = 2
 METRICS = ("mAP", "F2_CIW", "F1_Normal")
 SPREAD_SEEDS = (0, 1, 2)

@@ -304,12 +304,11 @@ def cam_localisation(run_dirs: Mapping[str, Path], val_df: pd.DataFrame, image_r
     names = val_df["Filename"].to_numpy()[pick]
     masks: list[np.ndarray | None] = []
     for fn in names:
-        f = None if mask_dir is None else mask_dir / f"{Path(fn).stem}.npz"
-        if f is not None and f.is_file():
-            from benchmark.synth.generate import load_masks
-            masks.append(load_masks(f))
-        else:
+        if mask_dir is None:
             masks.append(None)
+        else:
+            from benchmark.synth.generate import load_masks
+            masks.append(load_masks(mask_dir, fn))
     raw = [_load_image(index[fn]) for fn in names]
     all_maps: dict[str, list[np.ndarray]] = {}
     for run, rd in run_dirs.items():

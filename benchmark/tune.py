@@ -130,8 +130,33 @@ def _quiet_optuna() -> None:
 
 
 # ----------------------------------------------------------------------------- configuration
+#: The file with the ``tune:`` section, beside params.yaml (kept out of params.yaml: DVC
+#: parses that once per stage on every ``dvc repro``, and no stage reads these spaces).
+TUNE_FILE = "tune.yaml"
+
+
+def load_search_params(params_path: str | os.PathLike,
+                       tune_path: str | os.PathLike | None = None) -> dict:
+    """params.yaml with its ``tune:`` section from ``tune_path`` (default: ``tune.yaml`` beside
+    ``params_path``, when there is one). One-line errors for a missing ``tune_path``, a file
+    that is not one ``tune:`` mapping, and a section in both files."""
+    from benchmark.config import load_params
+
+    params = load_params(params_path)
+    path = Path(tune_path) if tune_path is not None else Path(params_path).with_name(TUNE_FILE)
+    if tune_path is None and not path.is_file():
+        return params
+    data = load_params(path)
+    if set(data) != {"tune"} or not isinstance(data["tune"], Mapping):
+        raise SewerbenchError(f"{path}: expected one top-level mapping `tune:`, got keys "
+                              f"{', '.join(map(str, data)) or 'none'}")
+    if "tune" in params:
+        raise SewerbenchError(f"{path}: params.yaml {params_path} has a tune: section too; keep one")
+    return {**params, "tune": data["tune"]}
+
+
 def tune_config(params: Mapping[str, Any]) -> dict:
-    """The ``tune:`` section of params.yaml with defaults filled in."""
+    """The ``tune:`` section (tune.yaml, see :func:`load_search_params`) with defaults filled in."""
     sec = params.get("tune") or {}
     if not isinstance(sec, Mapping):
         raise SewerbenchError("params.yaml: tune: expected a mapping")

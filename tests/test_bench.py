@@ -62,6 +62,9 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     (["--reps", "0"], "--reps: must be >= 1"),
     (["--batch", "0"], "--batch: must be >= 1"),
     (["--threads", "0"], "--threads: must be >= 1"),
+    (["--reference", "nosuch=/x"], "--reference: no reference code is known for 'nosuch'"),
+    (["--reference", "maq2l"], "--reference: give METHOD=DIR"),
+    (["--reference", "maq2l=/nonexistent/MA-Q2L"], "not a checkout of shengyu27/MA-Q2L (no lib/models/MAQ2L.py)"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, needle):
     assert main(["bench", "--quick", "--out", str(tmp_path / "r"), *args]) == 2

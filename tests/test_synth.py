@@ -100,7 +100,7 @@ def test_masks_match_labels_in_dataset(dataset):
     for csv in ("SewerML_Train.csv", "SewerML_Val.csv", "SewerML_Test_gt.csv"):
         df = pd.read_csv(root / csv)
         for fn, lab in zip(df.Filename, df[list(CLASS_CODES)].to_numpy()):
-            m = load_masks(root / "masks" / (fn[:-4] + ".npz"))
+            m = load_masks(root / "masks", fn)
             assert m.shape == (NUM_CLASSES, H, W) and m.dtype == bool
             assert np.array_equal(m.any((1, 2)), lab.astype(bool)), fn
 
@@ -212,3 +212,29 @@ def test_calibrate_runs_on_tiny_dataset(dataset):
     assert base["all_positive"]["F2_CIW"] == pytest.approx((2 / 2.6) * CIW[0] / CIW.sum())
     assert base["all_negative"]["F1_Normal"] == pytest.approx(0.75)  # P = 0.6, R = 1
     assert base["all_positive"]["F1_Normal"] == 0.0
+
+
+def test_masks_bundled_and_a_content_digest_of_every_file(dataset):
+    """Masks live in one file per 100 images (DVC stats a few files, not one per image), and
+    meta.json's content digest is the SHA-256 over every image's and mask file's bytes: what
+    the prepare and plots stages depend on instead of the folder."""
+    import hashlib
+
+    from benchmark.synth.generate import MASKS_PER_FILE, content_digest, mask_location
+
+    root, meta = dataset
+    n = sum(meta["counts"].values())
+    files = sorted((root / "masks").iterdir())
+    assert [f.name for f in files] == [f"{i:05d}.npz" for i in range(-(-n // MASKS_PER_FILE))]
+    images = [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in root.glob("*/*.png")]
+    masks = [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+    disk = json.loads((root / "meta.json").read_text())
+    assert disk["content"] == {"images": n, "mask_files": len(files),
+                               "sha256": content_digest(images, masks)}
+    assert content_digest(images[1:], masks) != disk["content"]["sha256"]
+    assert mask_location("00000100.png") == ("00000.npz", "00000100")
+    assert mask_location("00000101.png") == ("00001.npz", "00000101")
+    assert load_masks(root / "masks", f"{n + MASKS_PER_FILE:08d}.png") is None   # no such file
+    for bad in ("00000000.png", "abc.png", "0000001.png"):
+        with pytest.raises(SewerbenchError, match="not a synthetic image name"):
+            mask_location(bad)

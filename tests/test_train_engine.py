@@ -305,3 +305,24 @@ def test_registry_methods_through_the_engine(tiny, tmp_path):
     y = (np.random.default_rng(0).random((40, 17)) < 0.3).astype(np.float32)
     model = build_model(cfg, y)
     assert model.adjacency_source == "training labels"
+
+
+def test_runtime_threads_during_the_run_and_a_bad_value_refused_first(tiny, tmp_path, monkeypatch):
+    """``threads: N`` runs the training with N torch threads and restores the caller's count;
+    a bad count is a one-line error before the run folder exists."""
+    import benchmark.train.loop as loop
+
+    _, params = tiny
+    seen = []
+    real = loop.Trainer.run
+
+    def run(self):
+        seen.append(torch.get_num_threads())
+        return real(self)
+    monkeypatch.setattr(loop.Trainer, "run", run)
+    before = torch.get_num_threads()
+    _train(params, "tiny", tmp_path / "t2", {"epochs": 1, "threads": 2})
+    assert seen == [2] and torch.get_num_threads() == before
+    with pytest.raises(SewerbenchError, match=r"run tiny: threads: must be an integer >= 1 or null, got 0"):
+        _train(params, "tiny", tmp_path / "t0", {"epochs": 1, "threads": 0})
+    assert not (tmp_path / "t0").exists()

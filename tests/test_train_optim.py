@@ -128,16 +128,18 @@ def test_ema_update_math():
     assert all(not p.requires_grad for p in ema.module.parameters())
 
 
-def test_fused_kernels_on_cuda_only_and_the_same_update():
-    """The engine asks for fused optimiser kernels only on CUDA; a fused optimiser follows the
-    same update rule (checked on the CPU fused kernels, which torch also provides)."""
+def test_fused_kernels_where_torch_has_them_and_the_same_update():
+    """The engine asks for fused optimiser kernels on CPU and CUDA (parameters on that device);
+    a fused optimiser follows the same update rule as the default kernels."""
     import torch
     from torch import nn
 
     from benchmark.train.optim import build_optimizer, fused_for
 
     model = nn.Linear(4, 3)
-    assert fused_for(model, torch.device("cpu")) is False
+    assert fused_for(model, torch.device("cpu")) is True
+    assert fused_for(model, "meta") is False                 # no fused kernels there
+    assert fused_for(nn.Linear(4, 3).requires_grad_(False), torch.device("cpu")) is False
     assert fused_for(nn.Linear(4, 3).requires_grad_(False), torch.device("cuda")) is False  # nothing trains
     assert fused_for(model, torch.device("cuda")) is False   # parameters still on the CPU
     for name in ("adam", "adamw", "sgd"):
@@ -169,3 +171,24 @@ def test_cudnn_autotuning_only_when_determinism_is_not_asked():
         assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+
+
+def test_runtime_threads_set_for_the_run_and_restored(tmp_path):
+    """``threads`` (runtime): torch's intra-op threads while the run trains, restored after;
+    a bad value is refused before the run folder exists."""
+    import torch
+
+    from benchmark.errors import SewerbenchError
+    from benchmark.train.runtime import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with intra_op_threads(None):
+        assert torch.get_num_threads() == before
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(SewerbenchError, match="must be an integer >= 1 or null"):
+            with intra_op_threads(bad, "threads"):
+                pass
+    assert torch.get_num_threads() == before

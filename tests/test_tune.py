@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -111,6 +112,29 @@ def test_missing_data_is_an_error_before_any_trial(tiny, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- helpers
+def test_the_tune_section_comes_from_tune_yaml_beside_params(tmp_path):
+    """The repository keeps `tune:` in tune.yaml (DVC parses params.yaml once per stage); a
+    params.yaml with its own section works where there is no tune.yaml; never both."""
+    root = Path(__file__).resolve().parents[1]
+    repo = tune.load_search_params(root / "params.yaml")
+    assert "tune" not in yaml.safe_load((root / "params.yaml").read_text())
+    assert repo["tune"] == yaml.safe_load((root / tune.TUNE_FILE).read_text())["tune"]
+    assert set(repo["tune"]["spaces"]) >= {"q2l", "asl", "sewerml"}
+    params = _write(tmp_path, {"profile": "smoke", "tune": {"seed": 3}})
+    assert tune.load_search_params(params)["tune"] == {"seed": 3}
+    (tmp_path / "tune.yaml").write_text("tune: {seed: 4}\n")
+    with pytest.raises(SewerbenchError, match="has a tune: section too; keep one"):
+        tune.load_search_params(params)
+    params.write_text("profile: smoke\n")
+    assert tune.load_search_params(params)["tune"] == {"seed": 4}
+    other = tmp_path / "other.yaml"
+    other.write_text("seed: 5\n")
+    with pytest.raises(SewerbenchError, match=r"other.yaml: expected one top-level mapping `tune:`, got keys seed"):
+        tune.load_search_params(params, other)
+    with pytest.raises(SewerbenchError, match="nowhere.yaml: cannot read"):
+        tune.load_search_params(params, tmp_path / "nowhere.yaml")
+
+
 def test_search_space_family_method_profiles_and_checks():
     params = {"tune": {"spaces": {
         "sewerml": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True,

@@ -4,7 +4,8 @@ Model rows (per method and size: parameters, GFLOPs per image, training and infe
 images/s model-only and end to end through the real loader, peak memory), loader images/s
 per core from PNG frames (704x576) and from the uint8 cache, the official metrics on 130,046
 x 17 against the official implementation timed in the same run, 1,000 bootstrap resamples,
-and the synthetic renderer. Warm-up, repetitions, median and min/max spread; see
+the synthetic renderer, and with ``--reference`` the MA-Q2L / Q2L training step against the
+authors' code (:mod:`benchmark.refstep`). Warm-up, repetitions, median and min/max spread; see
 :mod:`benchmark.bench`. Nothing is asserted about speed: the numbers are reported.
 """
 from __future__ import annotations
@@ -54,18 +55,24 @@ def add_arguments(p) -> None:
                    help="torch intra-op threads of the model rows (default: torch's default); "
                         "on a shared machine 1 avoids waiting on busy cores")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    p.add_argument("--reference", action="append", default=None, metavar="METHOD=DIR",
+                   help="also time METHOD's training step (maq2l, q2l) against the authors' code in "
+                        "the local checkout DIR (shengyu27/MA-Q2L, SlongLiu/query2labels): ResNet-101, "
+                        "224 px, fp32, batch 4, the same weights; repeatable")
 
 
 def run(args) -> int:
-    from benchmark import bench
+    from benchmark import bench, refstep
 
+    references = refstep.parse_references(args.reference)
     st = bench.Settings(
         device=args.device, methods=_list(args.methods, "--methods"),
         sizes=_list(args.sizes, "--sizes"), quick=args.quick, batch=args.batch,
         warmup=args.warmup, reps=args.reps, workers=args.workers,
         rows=bench.METRIC_ROWS if args.rows is None else args.rows,
         resamples=bench.RESAMPLES if args.resamples is None else args.resamples,
-        official=not args.no_official, seed=args.seed, threads=args.threads)
+        official=not args.no_official, seed=args.seed, threads=args.threads,
+        references=references)
     if args.methods is not None and not st.methods:
         raise SewerbenchError("--methods: give at least one method")
     if not st.methods:

@@ -12,13 +12,15 @@ import time
 
 NAME = "tune"
 HELP = ("Optuna search (seeded TPE / NSGA-II, median or Hyperband pruning) over a method's "
-        "params.yaml tune.spaces; --workers K processes; share a study across machines with --storage")
+        "tune.yaml's tune.spaces; --workers K processes; share a study across machines with --storage")
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    p.add_argument("--tune-config", default=None, metavar="FILE",
+                   help="the tune: section (default: tune.yaml beside --params, else params.yaml's tune:)")
     p.add_argument("--method", default=None, help="registry method name (e.g. maq2l, tresnet_l)")
     p.add_argument("--run", default=None,
                    help="base the trials on this params.yaml run (default: the first run of --method on "
@@ -52,7 +54,10 @@ def _worker_argv(args: argparse.Namespace, search) -> "callable":
     base = [sys.executable, "-m", "benchmark"]
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         base.append("-v")
-    base += ["tune", "--params", os.path.abspath(args.params), "--trials", str(search.n_trials),
+    base += ["tune", "--params", os.path.abspath(args.params)]
+    if args.tune_config is not None:
+        base += ["--tune-config", os.path.abspath(args.tune_config)]
+    base += ["--trials", str(search.n_trials),
              "--study", search.study_name, "--storage", search.storage.argument,
              "--objective", ",".join(search.objectives), "--pruner", search.pruner_name,
              "--seed", str(search.seed), "--out", str(search.out)]
@@ -83,11 +88,11 @@ def _stop_handlers():
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.config import load_params, parse_set
-    from benchmark.tune import THREADS_ENV, Search, set_threads, worker_threads
+    from benchmark.config import parse_set
+    from benchmark.tune import THREADS_ENV, Search, load_search_params, set_threads, worker_threads
 
     t0 = time.time()
-    params = load_params(args.params)
+    params = load_search_params(args.params, args.tune_config)
     sets = parse_set(args.sets)
     search = Search(params, method=args.method, run=args.run, split=args.split, trials=args.trials,
                     study_name=args.study, storage=args.storage, objective=args.objective, pruner=args.pruner,

@@ -130,6 +130,7 @@ class RuntimeConfig:
     """How a run executes; none of these change what is computed (free to change on resume)."""
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     workers: int = 0
+    threads: Optional[int] = None    # torch intra-op threads of the training process (null: torch's default)
     eval_batch_size: Optional[int] = None   # null = batch_size
     amp: bool = False                # autocast (CUDA: fp16 + GradScaler or bf16; CPU: bf16)
     amp_dtype: Literal["float16", "bfloat16", "fp16", "bf16", "half"] = "float16"
@@ -148,7 +149,7 @@ class RuntimeConfig:
 
 
 #: Runtime keys that may differ between a run and its resumption.
-RESUME_FREE = ("progress", "workers", "device", "eval_batch_size", "cache_workers", "cache_shard_images",
+RESUME_FREE = ("progress", "workers", "threads", "device", "eval_batch_size", "cache_workers", "cache_shard_images",
                "compile")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -25,7 +26,10 @@ from benchmark.synth.render import render
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"         # 1.1: masks bundled per 100 images, content digest in meta.json
+#: Images per mask file ``masks/<chunk>.npz`` (one key per image stem): a few hundred files
+#: instead of one per image, so DVC's check of the dataset folder stats half as many files.
+MASKS_PER_FILE = 100
 SPLITS = ("train", "val", "test")
 _SPLIT_CSV = {"train": "SewerML_Train.csv", "val": "SewerML_Val.csv", "test": "SewerML_Test_gt.csv"}
 
@@ -132,31 +136,61 @@ def render_row(seed: int, index: int, labels: np.ndarray, water_level: int, widt
     return render(labels, water_level, image_rng(seed, index), width, height, difficulty)
 
 
-def save_masks(path: Path, masks: np.ndarray) -> None:
-    """masks/<stem>.npz: key "masks" bool (17, H, W) (compressed)."""
+def mask_location(filename: str) -> tuple[str, str]:
+    """(file under ``masks/``, key) of the masks of the synthetic image ``filename``
+    (``<8-digit index>.png``): images 1-100 are in ``00000.npz``, 101-200 in ``00001.npz`` ..."""
+    stem = Path(filename).stem
+    if not (len(stem) == 8 and stem.isdigit() and int(stem) >= 1):
+        raise SewerbenchError(f"{filename}: not a synthetic image name (<8-digit index>.png)")
+    return f"{(int(stem) - 1) // MASKS_PER_FILE:05d}.npz", stem
+
+
+def save_masks(path: Path, masks: dict[str, np.ndarray]) -> bytes:
+    """One mask file: key per image stem, bool (17, H, W) (compressed); returns the bytes."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, masks=masks.astype(bool))
-    path.write_bytes(buf.getvalue())
+    np.savez_compressed(buf, **{k: m.astype(bool) for k, m in masks.items()})
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return data
 
 
-def load_masks(path: str | os.PathLike) -> np.ndarray:
-    """Read masks/<stem>.npz -> bool array (17, H, W)."""
-    with np.load(path) as z:
-        m = z["masks"]
-        if "shape" in z:  # bit-packed variant
-            m = np.unpackbits(m, axis=-1, count=int(z["shape"][-1])).reshape(tuple(z["shape"]))
-    return m.astype(bool)
+def load_masks(mask_dir: str | os.PathLike, filename: str) -> np.ndarray | None:
+    """The bool (17, H, W) masks of the synthetic image ``filename`` from ``mask_dir``
+    (a dataset's ``masks/``), or None when the dataset has none for it."""
+    name, key = mask_location(filename)
+    path = Path(mask_dir) / name
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if key not in z.files:
+            return None
+        return z[key].astype(bool)
 
 
 def _work(job):
-    seed, width, height, difficulty, rows = job
-    out = []
-    for index, img_path, mask_path, labels, wl in rows:
-        img, masks = render_row(seed, index, labels, wl, width, height, difficulty)
-        Image.fromarray(img).save(img_path, format="PNG", compress_level=3)
-        save_masks(Path(mask_path), masks)
-        out.append(index)
-    return len(out)
+    """Render a chunk of images (one mask file); return [(filename, sha256 of the PNG)] and
+    (mask file, its sha256)."""
+    seed, width, height, difficulty, mask_path, rows = job
+    out, masks = [], {}
+    for index, img_path, labels, wl in rows:
+        img, m = render_row(seed, index, labels, wl, width, height, difficulty)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG", compress_level=3)
+        png = buf.getvalue()
+        Path(img_path).write_bytes(png)
+        out.append((Path(img_path).name, hashlib.sha256(png).hexdigest()))
+        masks[Path(img_path).stem] = m
+    data = save_masks(Path(mask_path), masks)
+    return out, (Path(mask_path).name, hashlib.sha256(data).hexdigest())
+
+
+def content_digest(images: list[tuple[str, str]], mask_files: list[tuple[str, str]]) -> str:
+    """SHA-256 over every image's and mask file's (name, SHA-256), in name order."""
+    h = hashlib.sha256()
+    for kind, items in (("image", images), ("masks", mask_files)):
+        for name, sha in sorted(items):
+            h.update(f"{kind} {name} {sha}\n".encode())
+    return h.hexdigest()
 
 
 def plan(cfg: SynthConfig) -> dict[str, pd.DataFrame]:
@@ -224,13 +258,17 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
             lab = df[list(CLASS_CODES)].to_numpy(np.int64)
             for i, (fn, ix, folder, wl) in enumerate(zip(df["Filename"], df["image_index"], df["folder"],
                                                          df["WaterLevel"])):
-                rows.append((int(ix), str(tmp / folder / fn), str(tmp / "masks" / f"{fn[:-4]}.npz"),
-                             lab[i], int(wl)))
-        chunk = 25
-        jobs = [(cfg.seed, cfg.width, cfg.height, float(cfg.difficulty), rows[i:i + chunk])
-                for i in range(0, len(rows), chunk)]
+                rows.append((int(ix), str(tmp / folder / fn), lab[i], int(wl)))
+        # one job per mask file: the images whose masks it holds (indices are 1 .. total)
+        by_file: dict[str, list] = {}
+        for r in rows:
+            by_file.setdefault(mask_location(Path(r[1]).name)[0], []).append(r)
+        jobs = [(cfg.seed, cfg.width, cfg.height, float(cfg.difficulty), str(tmp / "masks" / name), rs)
+                for name, rs in sorted(by_file.items())]
         workers = max(1, int(cfg.workers))
         bar = tqdm(total=len(rows), desc="synth", unit="img", disable=None if progress is None else not progress)
+        image_shas: list[tuple[str, str]] = []
+        mask_shas: list[tuple[str, str]] = []
         with contextlib.ExitStack() as stack:
             if workers > 1 and len(jobs) > 1:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -238,8 +276,10 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
                 it = pool.imap_unordered(_work, jobs)
             else:
                 it = map(_work, jobs)
-            for n in it:
-                bar.update(n)
+            for shas, mask_sha in it:
+                image_shas += shas
+                mask_shas.append(mask_sha)
+                bar.update(len(shas))
         bar.close()
         elapsed = time.perf_counter() - t0
         for split in SPLITS:
@@ -258,8 +298,14 @@ def generate(cfg: SynthConfig, out: str | os.PathLike | None = None, progress: b
             "folder_size": int(cfg.folder_size),
             "label_source": {"train": "SewerML_Train_sub_0.0625.csv", "val": "SewerML_Val_sub_0.0625.csv",
                              "test": "SewerML_Val_sub_0.0625.csv"},
-            "mask_format": f"masks/<stem>.npz key 'masks' bool ({NUM_CLASSES}, H, W), class order CLASS_CODES",
+            "mask_format": (f"masks/<NNNNN>.npz holds images {MASKS_PER_FILE} * NNNNN + 1 .. "
+                            f"{MASKS_PER_FILE} * (NNNNN + 1), key <stem>: bool ({NUM_CLASSES}, H, W), "
+                            "class order CLASS_CODES"),
             "classes": list(CLASS_CODES),
+            # what DVC's stages read instead of the folder's files (prepare, plots: README
+            # "A dvc repro with nothing to do"): any change of an image or mask changes it
+            "content": {"images": total, "mask_files": len(mask_shas),
+                        "sha256": content_digest(image_shas, mask_shas)},
         }
         speed = round(total / elapsed, 1) if elapsed > 0 else 0.0
         meta_text = json.dumps(meta, indent=2) + "\n"

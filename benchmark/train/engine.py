@@ -46,16 +46,19 @@ def train_run(cfg: RunConfig | Mapping[str, Any], out_dir: str | os.PathLike, re
     ``force``: replace a finished run or a folder that another command made.
     """
     from benchmark.train.loop import Trainer
+    from benchmark.train.runtime import intra_op_threads
     from benchmark.train.sklearn_run import train_sklearn
 
     if not isinstance(cfg, RunConfig):
         cfg = RunConfig.from_dict(cfg)
     out_dir = Path(out_dir)
-    prepare_run_dir(cfg, out_dir, resume, force)
-    if cfg.kind == "sklearn":
-        return train_sklearn(cfg, out_dir)
-    ctx = distributed.init(cfg.runtime.device)
-    try:
-        return Trainer(cfg, out_dir, ctx, resume, callback).run()
-    finally:
-        ctx.close()
+    # a bad thread count is refused before the run folder is touched
+    with intra_op_threads(cfg.runtime.threads, f"run {cfg.run}: threads"):
+        prepare_run_dir(cfg, out_dir, resume, force)
+        if cfg.kind == "sklearn":
+            return train_sklearn(cfg, out_dir)
+        ctx = distributed.init(cfg.runtime.device)
+        try:
+            return Trainer(cfg, out_dir, ctx, resume, callback).run()
+        finally:
+            ctx.close()

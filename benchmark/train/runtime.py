@@ -19,6 +19,22 @@ AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.flo
               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+@contextlib.contextmanager
+def intra_op_threads(n: int | None, where: str = "threads"):
+    """torch's intra-op threads set to ``n`` inside the block (None: unchanged), restored after."""
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SewerbenchError(f"{where}: must be an integer >= 1 or null, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def amp_dtype(cfg: RunConfig) -> torch.dtype:
     return AMP_DTYPES[cfg.runtime.amp_dtype]
 
