@@ -69,6 +69,10 @@ SIZES: dict[str, tuple[str, int | None]] = {"smoke": ("tiny", 64), "paper": ("re
 SMOKE_PX = {"chen2018": 299}
 #: Real Sewer-ML frame size (width, height).
 FRAME_SIZE = (704, 576)
+#: the smoke profile's loader (params.yaml ``profiles.smoke``: batch_size, workers; a test
+#: keeps them equal): its end-to-end rows train through the loader the default profile uses
+SMOKE_LOADER = {"batch_size": 32, "workers": 0}
+PAPER_WORKERS = 8                 # params.yaml profiles.paper.workers (capped at the cores here)
 #: Quality of the JPEG shard cache measured beside the raw one (= runtime.cache_quality's default).
 CACHE_QUALITY = 95
 #: Images a run of each Sewer-ML split reads (train + validation + test): the full split
@@ -121,12 +125,16 @@ class Settings:
             return 2
         if self.device == "cuda":
             return 64 if size == "smoke" else 32
-        return 16 if size == "smoke" else 4
+        return SMOKE_LOADER["batch_size"] if size == "smoke" else 4
 
-    def n_workers(self) -> int:
+    def n_workers(self, size: str) -> int:
+        """DataLoader workers of the end-to-end rows: ``--workers``, else the profile's
+        (smoke: the main process, as the smoke profile trains; paper: its 8, at most the cores)."""
         if self.workers is not None:
             return self.workers
-        return min(2, os.cpu_count() or 1)
+        if size == "smoke":
+            return SMOKE_LOADER["workers"]
+        return min(PAPER_WORKERS, os.cpu_count() or 1)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -208,9 +216,15 @@ def cpu_model() -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU as torch sees it (AVX512_BF16 or AMX capability)."""
+    """Native bf16 on this CPU as torch's kernels see it: oneDNN's own check (AVX512-BF16 or
+    AMX; ATen's capability string stays ``AVX512`` on an AVX512-BF16 CPU), else ATen's."""
     import torch
 
+    try:
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
     cap = str(torch.backends.cpu.get_cpu_capability()).upper()
     return "AMX" in cap or "BF16" in cap
 
@@ -365,7 +379,8 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
     import torch
     from torch.utils.data import DataLoader
 
-    from benchmark.train.data import make_dataset
+    from benchmark.seed import worker_init_fn
+    from benchmark.train.data import EpochSeeded, make_dataset
     from benchmark.train.optim import build_optimizer, fused_for
     from methods.registry import get_spec
 
@@ -424,13 +439,15 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
         images = frames.source(source, px)
         cfg = run_cfg(spec, px)
         pin = device.type == "cuda"
-        workers = st.n_workers()
+        workers = st.n_workers(size)
 
         def e2e(step, train: bool, n_calls: int):
             n_items = batch * (warm + reps * n_calls + 1)
             ds = make_dataset(frames.frame(n_items, st.seed), images, cfg, train=train)
+            if train:
+                ds = EpochSeeded(ds, st.seed)          # the engine's per-item augmentation seeds
             it = iter(DataLoader(ds, batch_size=batch, shuffle=False, num_workers=workers,
-                                 pin_memory=pin, drop_last=True))
+                                 pin_memory=pin, drop_last=True, worker_init_fn=worker_init_fn))
 
             def one():
                 xb, yb, _ = next(it)
@@ -611,7 +628,8 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
         "format": FORMAT, "created": started.isoformat(timespec="seconds"),
         "command": command, "quick": st.quick,
         "settings": {"device": st.device, "methods": st.methods, "sizes": st.sizes,
-                     "warmup": st.n_warmup(), "reps": st.n_reps(), "workers": st.n_workers(),
+                     "warmup": st.n_warmup(), "reps": st.n_reps(),
+                     "workers": {s: st.n_workers(s) for s in st.sizes},
                      "threads": torch.get_num_threads(), "min_rep_seconds": st.min_time(),
                      "batch": {s: st.batch_for(s) for s in st.sizes}, "rows": st.rows,
                      "resamples": st.resamples, "seed": st.seed,
@@ -619,8 +637,8 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
         "machine": machine(st.device), "notes": [],
     }
     if st.device == "cpu" and not cpu_supports_bf16():
-        report["notes"].append(f"no bf16 rows: torch CPU capability {report['machine']['cpu_capability']} "
-                               "has no native bf16 (AVX512_BF16/AMX)")
+        report["notes"].append(f"no bf16 rows: this CPU has no native bf16 for torch (oneDNN: no AVX512-BF16 "
+                               f"or AMX; ATen capability {report['machine']['cpu_capability']})")
     bf16 = (cpu_supports_bf16() if st.device == "cpu" else torch.cuda.is_bf16_supported())
     torch.manual_seed(st.seed)
     tmp = Path(tempfile.mkdtemp(prefix="sewerbench-bench-"))
@@ -675,11 +693,11 @@ def to_markdown(rep: dict[str, Any]) -> str:
     m = rep["machine"]
     st = rep["settings"]
     lines = [f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['torch_threads']} torch threads "
-             f"(capability {m['cpu_capability']}); torch {m['torch']}, CUDA {m['cuda'] or 'none'}"
+             f"(capability {m['cpu_capability']}, native bf16 {'yes' if m.get('cpu_bf16') else 'no'}); torch {m['torch']}, CUDA {m['cuda'] or 'none'}"
              + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU used")
              + f"; numpy {m['numpy']}; load average at start {', '.join(f'{x:.1f}' for x in (m['load_average'] or []))}.",
              f"Settings: device {st['device']}, warm-up {st['warmup']}, {st['reps']} timed repetitions "
-             f"(median, min-max), batch {st['batch']}, {st['workers']} loader workers"
+             f"(median, min-max), batch {st['batch']}, end-to-end loader workers {st['workers']}"
              + (", --quick" if rep["quick"] else "") + ".", ""]
     lines += ["| method | size | px | prec | batch | params (M) | GFLOPs/img | train img/s model | "
               "train img/s e2e | infer img/s model | infer img/s e2e | e2e source | e2e/model train | "

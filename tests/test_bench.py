@@ -4,6 +4,7 @@ assertions: the benchmark reports speed, the tests check the report's shape."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,12 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     assert rep["quick"] is True and rep["format"] == bench.FORMAT
     for key in ("cpu", "logical_cpus", "torch_threads", "torch", "cuda", "gpu", "cpu_capability"):
         assert key in rep["machine"]
-    (row,) = rep["models"]
+    # an fp32 row, and a bf16 autocast row where the CPU has native bf16 (AVX512-BF16 / AMX)
+    precisions = ["fp32", "bf16"] if bench.cpu_supports_bf16() else ["fp32"]
+    assert [r["precision"] for r in rep["models"]] == precisions
+    assert rep["machine"]["cpu_bf16"] is bench.cpu_supports_bf16()
+    assert any(n.startswith("no bf16 rows") for n in rep["notes"]) is (precisions == ["fp32"])
+    row = rep["models"][0]
     assert set(row) == set(bench.MODEL_KEYS)
     assert row["method"] == "tiny_cnn" and row["size"] == "smoke" and row["image_size"] == 64
     assert row["params"] > 0 and row["gflops_per_image"] > 0 and row["peak_rss_mb"] > 0
@@ -117,3 +123,17 @@ def test_fast_ap_path_equals_the_argsort_walk():
         if trial % 3 == 2:                                    # ties among positives only
             col[pos] = np.round(col[pos], 1) + 2.0
         assert M._ap_1d(np.ascontiguousarray(col), pos) == _ap_by_argsort(col, pos), trial
+
+
+def test_smoke_loader_settings_are_the_smoke_profiles():
+    """The smoke rows' end-to-end loader is the default profile's (batch, workers)."""
+    import yaml
+
+    from benchmark.bench import PAPER_WORKERS, SMOKE_LOADER, Settings
+
+    profiles = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["profiles"]
+    assert SMOKE_LOADER == {k: profiles["smoke"][k] for k in SMOKE_LOADER}
+    assert PAPER_WORKERS == profiles["paper"]["workers"]
+    st = Settings()
+    assert st.batch_for("smoke") == SMOKE_LOADER["batch_size"] and st.n_workers("smoke") == 0
+    assert Settings(workers=3).n_workers("smoke") == 3 and Settings(quick=True).batch_for("smoke") == 2

@@ -67,6 +67,30 @@ def test_eval_same_size_is_exact_and_pil_equals_array():
                           atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["imagenet", "sewerml", "none"])
+def test_eval_transform_equals_the_torchvision_v2_chain(kind):
+    """ToUint8 / ToFloat are v2.ToImage + v2.Resize(bilinear, antialias) + v2.ToDtype(scale) +
+    v2.Normalize without the containers: the same floats, bit for bit, from every input kind,
+    at the target size (the cache) and resized (PNG frames)."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    from benchmark.data.transforms import NORMALIZATION
+
+    norm = NORMALIZATION[kind]
+    rng = np.random.default_rng(5)
+    for shape, size in (((24, 24, 3), (24, 24)), ((30, 41, 3), (24, 24)), ((50, 40, 3), (16, 32))):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        chain = [v2.ToImage(), v2.Resize(size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+                 v2.ToDtype(torch.float32, scale=True)]
+        if norm is not None:
+            chain.append(v2.Normalize(mean=list(norm[0]), std=list(norm[1])))
+        expect = v2.Compose(chain)(img).as_subclass(torch.Tensor)
+        ours = build_transform(kind, size, train=False)
+        for x in (img, Image.fromarray(img), torch.from_numpy(img).permute(2, 0, 1).contiguous()):
+            y = ours(x)
+            assert type(y) is torch.Tensor and y.is_contiguous() and torch.equal(y, expect)
+
+
 def test_colour_jitter_is_the_references_pil_jitter():
     """The Sewer-ML jitter equals torchvision's ColorJitter on the PIL image (the reference's
     PIL pipeline) under the same torch seed, pixel for pixel."""
@@ -93,19 +117,23 @@ def test_train_steps_per_family_and_overrides():
     def names(t):
         return [type(s).__name__ for s in t.transforms]
     assert names(build_transform("imagenet", 8, True)) == [
-        "ToImage", "Resize", "ReferenceRandAugment", "ToDtype", "Normalize", "ToPlainTensor"]
+        "ToUint8", "ReferenceRandAugment", "ToFloat"]
     assert names(build_transform("imagenet", 8, True, randaugment_impl="torchvision")) == [
-        "ToImage", "Resize", "RandAugment", "ToDtype", "Normalize", "ToPlainTensor"]
+        "ToUint8", "RandAugment", "ToFloat"]
     assert names(build_transform("sewerml", 8, True)) == [
-        "ToImage", "Resize", "RandomHorizontalFlip", "PILColorJitter", "ToDtype", "Normalize", "ToPlainTensor"]
+        "ToUint8", "RandomHorizontalFlip", "PILColorJitter", "ToFloat"]
     assert names(build_transform("none", 8, True)) == [
-        "ToImage", "Resize", "Cutout", "ReferenceRandAugment", "ToDtype", "ToPlainTensor"]
+        "ToUint8", "Cutout", "ReferenceRandAugment", "ToFloat"]
     assert names(build_transform("imagenet", 8, True, cutout=0.5, randaugment=False)) == [
-        "ToImage", "Resize", "Cutout", "ToDtype", "Normalize", "ToPlainTensor"]
-    cj = build_transform("sewerml", 8, True).transforms[3].jitter
+        "ToUint8", "Cutout", "ToFloat"]
+    cj = build_transform("sewerml", 8, True).transforms[2].jitter
     assert cj.brightness == (0.9, 1.1) and cj.contrast == (0.9, 1.1) and cj.hue == (-0.1, 0.1)
     for kind in ("imagenet", "sewerml", "none"):
-        assert names(build_transform(kind, 8, False))[:3] == ["ToImage", "Resize", "ToDtype"]
+        assert names(build_transform(kind, 8, False)) == ["ToUint8", "ToFloat"]
+    # only the imagenet and sewerml families normalise; none keeps inputs in [0, 1]
+    assert build_transform("none", 8, False).transforms[-1].mean is None
+    assert build_transform("imagenet", 8, False).transforms[-1].mean == list(IMAGENET_MEAN)
+    assert build_transform("sewerml", 8, False).transforms[-1].std == list(SEWERML_STD)
 
 
 def test_transform_errors():

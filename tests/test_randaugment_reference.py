@@ -107,11 +107,11 @@ def test_train_pipeline_order_and_options():
         return [type(s).__name__ for s in t.transforms]
     # references: Resize -> Cutout -> RandAugment -> ToTensor (-> Normalize)
     assert names(build_transform("imagenet", 8, True, cutout=0.5)) == [
-        "ToImage", "Resize", "Cutout", "ReferenceRandAugment", "ToDtype", "Normalize", "ToPlainTensor"]
+        "ToUint8", "Cutout", "ReferenceRandAugment", "ToFloat"]
     assert names(build_transform("none", 8, True)) == [
-        "ToImage", "Resize", "Cutout", "ReferenceRandAugment", "ToDtype", "ToPlainTensor"]
+        "ToUint8", "Cutout", "ReferenceRandAugment", "ToFloat"]
     tv = build_transform("imagenet", 8, True, randaugment_impl="torchvision", randaugment_magnitude=5)
-    assert names(tv)[2] == "RandAugment" and tv.transforms[2].magnitude == 5 and tv.transforms[2].num_ops == 2
+    assert names(tv)[1] == "RandAugment" and tv.transforms[1].magnitude == 5 and tv.transforms[1].num_ops == 2
     with pytest.raises(SewerbenchError, match="randaugment_ops set torchvision's RandAugment"):
         build_transform("imagenet", 8, True, randaugment_ops=3)
     with pytest.raises(SewerbenchError, match="randaugment_impl must be one of reference, torchvision"):
@@ -192,3 +192,27 @@ def test_dataloader_workers_do_not_change_the_draws(tmp_path):
         loader = DataLoader(ds, batch_size=3, num_workers=workers, worker_init_fn=worker_init_fn)
         runs.append(torch.cat([x for x, _, _ in loader]))
     assert torch.equal(runs[0], runs[1])
+
+
+def test_item_streams_draw_what_the_seeded_globals_draw():
+    """EpochSeeded gives each item its own generators instead of re-seeding (and saving and
+    restoring) the global ones: their draws must be exactly the seeded globals' draws."""
+    from benchmark.seed import item_streams, numpy_random, python_random
+
+    assert python_random() is random and numpy_random() is np.random      # outside an item
+    random.seed(123456789)
+    np.random.seed(987654321 % 2 ** 32)
+    expect = ([random.randint(0, 18224) for _ in range(5)], random.random(), random.choice([-1, 1]),
+              np.random.randint(low=0, high=64, size=4).tolist())
+    before = (random.getstate(), np.random.get_state()[1].tolist())
+    with item_streams(123456789, 987654321) as streams:
+        py, npr = python_random(), numpy_random()
+        assert py is streams.python and npr is streams.numpy
+        got = ([py.randint(0, 18224) for _ in range(5)], py.random(), py.choice([-1, 1]),
+               npr.randint(low=0, high=64, size=4).tolist())
+        with item_streams(1, 2):                                           # nested items
+            assert python_random() is not py
+        assert python_random() is py
+    assert got == expect
+    assert (random.getstate(), np.random.get_state()[1].tolist()) == before   # globals untouched
+    assert python_random() is random

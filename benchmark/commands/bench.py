@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers of the end-to-end rows (default min(2, cores))")
+                   help="DataLoader workers of the end-to-end rows (default: the profile's: 0 for smoke, "
+                        "as the smoke profile; 8 for paper, at most the cores)")
     p.add_argument("--rows", type=int, default=None,
                    help="rows of the metric/bootstrap data (default 130046, the Sewer-ML validation split)")
     p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 1000)")

@@ -33,8 +33,9 @@ Solarize     ``ImageOps.solarize`` above ``linspace(256, 0)[m]`` (level 9 invert
 ============ ===================================================================================
 
 Randomness comes from Python's ``random`` and NumPy's global generator (or the generators
-passed in), as in the package; the training engine seeds both per sample and epoch
-(:class:`benchmark.train.data.EpochSeeded`).
+passed in), as in the package; inside the training engine's
+:class:`benchmark.train.data.EpochSeeded` it comes from the item's own generators, seeded per
+sample and epoch, which draw exactly what the seeded global ones would.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torchvision import tv_tensors
 
 from benchmark.errors import SewerbenchError
+from benchmark.seed import numpy_random, python_random
 
 OPERATIONS = ("Invert", "Cutout", "Sharpness", "AutoContrast", "Posterize", "ShearX", "TranslateX",
               "TranslateY", "ShearY", "Rotate", "Equalize", "Contrast", "Color", "Solarize", "Brightness")
@@ -139,12 +141,21 @@ def reference_randaugment(img: Image.Image, py_random: Any = _random, np_random:
     return img
 
 
+class _LazyNumpy:
+    """``numpy_random()`` looked up at the first draw (most images draw nothing from NumPy)."""
+
+    def randint(self, *args, **kwargs):
+        return numpy_random().randint(*args, **kwargs)
+
+
 class ReferenceRandAugment(torch.nn.Module):
     """The references' ``RandAugment()`` as a transform of the engine's pipeline: takes a
     CxHxW uint8 tensor (or an HxWx3 uint8 array or an RGB PIL image) and returns the same kind.
 
-    ``py_random`` / ``np_random`` default to Python's ``random`` module and NumPy's global
-    generator, which the engine seeds per (seed, epoch, index).
+    ``py_random`` / ``np_random`` default to :func:`benchmark.seed.python_random` /
+    :func:`~benchmark.seed.numpy_random`: the item's own generators inside the engine's
+    :class:`benchmark.train.data.EpochSeeded` (seeded per (seed, epoch, index)), else Python's
+    ``random`` module and NumPy's global generator, as the package.
     """
 
     def __init__(self, py_random: Any = None, np_random: Any = None):
@@ -153,8 +164,8 @@ class ReferenceRandAugment(torch.nn.Module):
         self.np_random = np_random
 
     def forward(self, img):
-        py = self.py_random if self.py_random is not None else _random
-        npr = self.np_random if self.np_random is not None else np.random
+        py = self.py_random if self.py_random is not None else python_random()
+        npr = self.np_random if self.np_random is not None else _LazyNumpy()
         if isinstance(img, Image.Image):
             return reference_randaugment(img.convert("RGB"), py, npr)
         if isinstance(img, np.ndarray):

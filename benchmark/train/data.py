@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from benchmark.classes import CLASS_CODES
 from benchmark.errors import SewerbenchError
+from benchmark.seed import derive_seed, item_streams
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,11 @@ def pos_weight(targets: np.ndarray) -> torch.Tensor:
 
 class EpochSeeded(Dataset):
     """Per-sample augmentation seeds: item ``i`` of epoch ``e`` is drawn under torch seed
-    ``derive_seed(seed, "item", e, i)``, Python ``random`` seed ``derive_seed(seed,
-    "item-python", e, i)`` and NumPy global seed ``derive_seed(seed, "item-numpy", e, i) mod
-    2**32`` (the reference RandAugment and Cutout draw from the latter two); all three global
-    generators are restored afterwards.
+    ``derive_seed(seed, "item", e, i)`` (the global CPU generator, restored afterwards), and
+    with the Python and NumPy generators of :func:`benchmark.seed.item_streams`, seeded
+    ``derive_seed(seed, "item-python", e, i)`` and ``derive_seed(seed, "item-numpy", e, i) mod
+    2**32`` (the reference RandAugment draws from them through ``python_random()`` /
+    ``numpy_random()``; the global ``random`` and ``np.random`` are not touched).
 
     Augmentations then depend only on (seed, epoch, index): not on the number of DataLoader
     workers, the number of DDP processes or a resume point.
@@ -212,20 +214,11 @@ class EpochSeeded(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        import random
-
-        from benchmark.seed import derive_seed
-
-        py_state, np_state = random.getstate(), np.random.get_state()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only: torch.manual_seed also seeds every lazy CUDA / MTIA
-                # generator, which records a stack trace per call (~0.4 ms an item); the
-                # transforms draw from the CPU generator, so the draws are the same
-                torch.default_generator.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
-                random.seed(derive_seed(self.seed, "item-python", self.epoch, int(i)))
-                np.random.seed(derive_seed(self.seed, "item-numpy", self.epoch, int(i)) % (2 ** 32))
-                return self.base[i]
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+        e, i = self.epoch, int(i)
+        with torch.random.fork_rng(devices=[]), \
+                item_streams(derive_seed(self.seed, "item-python", e, i), derive_seed(self.seed, "item-numpy", e, i)):
+            # the CPU generator only: torch.manual_seed also seeds every lazy CUDA / MTIA
+            # generator, which records a stack trace per call (~0.4 ms an item); the
+            # transforms draw from the CPU generator, so the draws are the same
+            torch.default_generator.manual_seed(derive_seed(self.seed, "item", e, i))
+            return self.base[i]
