@@ -39,6 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from benchmark.data.randaugment import chw_to_hwc, hwc_to_chw
 from benchmark.errors import SewerbenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,8 +113,8 @@ class PILColorJitter(torch.nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if not (isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3):
             raise SewerbenchError("transforms: colour jitter expects a 3xHxW uint8 tensor (place it before ToDtype)")
-        pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy())
-        out = torch.from_numpy(np.asarray(self.jitter(pil)).copy()).permute(2, 0, 1).contiguous()
+        pil = Image.fromarray(chw_to_hwc(img))
+        out = torch.from_numpy(hwc_to_chw(np.asarray(self.jitter(pil))))
         return tv_tensors.Image(out) if isinstance(img, tv_tensors.Image) else out
 
     def extra_repr(self) -> str:
@@ -134,7 +135,7 @@ class ToUint8(torch.nn.Module):
 
     def forward(self, img) -> torch.Tensor:
         if isinstance(img, np.ndarray):
-            x = torch.from_numpy(np.atleast_3d(img)).permute((2, 0, 1)).contiguous()
+            x = torch.from_numpy(hwc_to_chw(np.atleast_3d(img)))
         elif isinstance(img, Image.Image):
             x = F.pil_to_tensor(img)
         elif isinstance(img, torch.Tensor):
