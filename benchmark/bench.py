@@ -121,8 +121,8 @@ class Settings:
     def batch_for(self, size: str) -> int:
         if self.batch is not None:
             return self.batch
-        if self.quick:
-            return 2
+        if self.quick and size != "smoke":
+            return 2                    # the smoke size keeps the smoke profile's batch: its steps are fast
         if self.device == "cuda":
             return 64 if size == "smoke" else 32
         return SMOKE_LOADER["batch_size"] if size == "smoke" else 4

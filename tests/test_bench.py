@@ -136,4 +136,5 @@ def test_smoke_loader_settings_are_the_smoke_profiles():
     assert PAPER_WORKERS == profiles["paper"]["workers"]
     st = Settings()
     assert st.batch_for("smoke") == SMOKE_LOADER["batch_size"] and st.n_workers("smoke") == 0
-    assert Settings(workers=3).n_workers("smoke") == 3 and Settings(quick=True).batch_for("smoke") == 2
+    assert Settings(workers=3).n_workers("smoke") == 3 and Settings(quick=True).batch_for("paper") == 2
+    assert Settings(quick=True).batch_for("smoke") == 32 and Settings(quick=True, batch=4).batch_for("smoke") == 4
