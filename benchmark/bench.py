@@ -108,15 +108,21 @@ class Settings:
     threads: int | None = None        # torch intra-op threads (None: torch's default)
     references: dict[str, Path] = field(default_factory=dict)   # method -> authors' checkout
 
-    def min_time(self) -> float:
+    def _quick(self, size: str | None) -> bool:
+        # --quick shortens the paper-size rows (seconds a step on a CPU); the smoke rows keep
+        # the full protocol: their steps take milliseconds, and 2 short repetitions of them
+        # measured noise (fp32 rows at a third of the same run's bf16 rows)
+        return self.quick and size != "smoke"
+
+    def min_time(self, size: str | None = None) -> float:
         """Seconds one timed repetition lasts at least (more calls per repetition if needed)."""
-        return 0.1 if self.quick else 0.5
+        return 0.1 if self._quick(size) else 0.5
 
-    def n_warmup(self) -> int:
-        return self.warmup if self.warmup is not None else (1 if self.quick else 2)
+    def n_warmup(self, size: str | None = None) -> int:
+        return self.warmup if self.warmup is not None else (1 if self._quick(size) else 2)
 
-    def n_reps(self) -> int:
-        return self.reps if self.reps is not None else (2 if self.quick else 5)
+    def n_reps(self, size: str | None = None) -> int:
+        return self.reps if self.reps is not None else (2 if self._quick(size) else 5)
 
     def batch_for(self, size: str) -> int:
         if self.batch is not None:
@@ -388,7 +394,7 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
     device = torch.device(st.device)
     px = _resolution(name, size)
     batch = st.batch_for(size)
-    warm, reps = st.n_warmup(), st.n_reps()
+    warm, reps = st.n_warmup(size), st.n_reps(size)
     sync = _sync(device)
     amp = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16"
            else contextlib.nullcontext())
@@ -423,12 +429,12 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
         model.train()
         for _ in range(warm):
             train_step(x, y)
-        calls = calls_per_rep(lambda: train_step(x, y), st.min_time(), sync)
+        calls = calls_per_rep(lambda: train_step(x, y), st.min_time(size), sync)
         row["train_model"] = summary(repeat(lambda: train_step(x, y), 0, reps, sync, calls), batch)
         model.eval()
         for _ in range(warm):
             infer_step(x)
-        icalls = calls_per_rep(lambda: infer_step(x), st.min_time(), sync)
+        icalls = calls_per_rep(lambda: infer_step(x), st.min_time(size), sync)
         row["infer_model"] = summary(repeat(lambda: infer_step(x), 0, reps, sync, icalls), batch)
 
         # end to end: the real dataset and a DataLoader; the iterator is created once, so the
@@ -458,7 +464,7 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
                 one()
             # as many batches per repetition as min_time asks, never more than the model-only
             # repetition took (the dataset holds that many)
-            calls_e2e = min(n_calls, calls_per_rep(one, st.min_time(), sync))
+            calls_e2e = min(n_calls, calls_per_rep(one, st.min_time(size), sync))
             times = repeat(one, 0, reps, sync, calls_e2e)
             del it
             return summary(times, batch)
@@ -628,9 +634,9 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
         "format": FORMAT, "created": started.isoformat(timespec="seconds"),
         "command": command, "quick": st.quick,
         "settings": {"device": st.device, "methods": st.methods, "sizes": st.sizes,
-                     "warmup": st.n_warmup(), "reps": st.n_reps(),
+                     "warmup": {z: st.n_warmup(z) for z in st.sizes}, "reps": {z: st.n_reps(z) for z in st.sizes},
                      "workers": {s: st.n_workers(s) for s in st.sizes},
-                     "threads": torch.get_num_threads(), "min_rep_seconds": st.min_time(),
+                     "threads": torch.get_num_threads(), "min_rep_seconds": {z: st.min_time(z) for z in st.sizes},
                      "batch": {s: st.batch_for(s) for s in st.sizes}, "rows": st.rows,
                      "resamples": st.resamples, "seed": st.seed,
                      "references": {k: str(v) for k, v in st.references.items()}},
@@ -689,6 +695,14 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _size_settings(st: dict[str, Any], size: str) -> str:
+    def get(key):
+        v = st[key]
+        return v.get(size) if isinstance(v, dict) else v      # perf.json of format 1 kept scalars
+    return (f"{size} {get('warmup')} warm-up + {get('reps')} timed repetitions of >= {get('min_rep_seconds')} s, "
+            f"batch {get('batch')}, {get('workers')} loader workers end to end")
+
+
 def to_markdown(rep: dict[str, Any]) -> str:
     m = rep["machine"]
     st = rep["settings"]
@@ -696,9 +710,9 @@ def to_markdown(rep: dict[str, Any]) -> str:
              f"(capability {m['cpu_capability']}, native bf16 {'yes' if m.get('cpu_bf16') else 'no'}); torch {m['torch']}, CUDA {m['cuda'] or 'none'}"
              + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU used")
              + f"; numpy {m['numpy']}; load average at start {', '.join(f'{x:.1f}' for x in (m['load_average'] or []))}.",
-             f"Settings: device {st['device']}, warm-up {st['warmup']}, {st['reps']} timed repetitions "
-             f"(median, min-max), batch {st['batch']}, end-to-end loader workers {st['workers']}"
-             + (", --quick" if rep["quick"] else "") + ".", ""]
+             f"Settings: device {st['device']}" + (", --quick" if rep["quick"] else "")
+             + "; per size: " + "; ".join(_size_settings(st, z) for z in st["sizes"])
+             + "; cells: median (min-max).", ""]
     lines += ["| method | size | px | prec | batch | params (M) | GFLOPs/img | train img/s model | "
               "train img/s e2e | infer img/s model | infer img/s e2e | e2e source | e2e/model train | "
               "peak RSS MB | CUDA MB | loader cores to feed |",
