@@ -28,6 +28,7 @@ Counts functions accept a leading batch axis (``(..., 18)``) so the bootstrap ca
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -250,9 +251,31 @@ def _ap_1d(col: np.ndarray, pos: np.ndarray) -> float:
     return float(np.cumsum(prec)[-1] / npos)
 
 
+#: rows from which the per-class APs are computed on several threads (NumPy's sort, which
+#: dominates, releases the GIL; each class is computed alone, so the values do not change)
+PARALLEL_AP_ROWS = 20_000
+
+
+def _ap_threads(n_rows: int, n_classes: int) -> int:
+    if n_rows < PARALLEL_AP_ROWS or n_classes < 2:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_classes))
+
+
 def _ap_columns_t(s_t: np.ndarray, gt_t: np.ndarray) -> np.ndarray:
-    """Per-class AP from class-major (C, N) scores and positives."""
-    return np.array([_ap_1d(s_t[k], gt_t[k]) for k in range(s_t.shape[0])], dtype=np.float64)
+    """Per-class AP from class-major (C, N) scores and positives (one class per thread on a
+    large set: 1.6x on 2 cores at 130,046 x 17)."""
+    threads = _ap_threads(s_t.shape[1], s_t.shape[0])
+    if threads == 1:
+        return np.array([_ap_1d(s_t[k], gt_t[k]) for k in range(s_t.shape[0])], dtype=np.float64)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return np.array(list(pool.map(_ap_1d, s_t, gt_t)), dtype=np.float64)
 
 
 def _ap_columns(s: np.ndarray, gt: np.ndarray) -> np.ndarray:
