@@ -699,7 +699,7 @@ def _size_settings(st: dict[str, Any], size: str) -> str:
     def get(key):
         v = st[key]
         return v.get(size) if isinstance(v, dict) else v      # perf.json of format 1 kept scalars
-    return (f"{size} {get('warmup')} warm-up + {get('reps')} timed repetitions of >= {get('min_rep_seconds')} s, "
+    return (f"{size}: {get('warmup')} warm-up + {get('reps')} timed repetitions of >= {get('min_rep_seconds')} s, "
             f"batch {get('batch')}, {get('workers')} loader workers end to end")
 
 
@@ -711,7 +711,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
              + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU used")
              + f"; numpy {m['numpy']}; load average at start {', '.join(f'{x:.1f}' for x in (m['load_average'] or []))}.",
              f"Settings: device {st['device']}" + (", --quick" if rep["quick"] else "")
-             + "; per size: " + "; ".join(_size_settings(st, z) for z in st["sizes"])
+             + "".join(f"; {_size_settings(st, z)}" for z in st.get("sizes") or [])
              + "; cells: median (min-max).", ""]
     lines += ["| method | size | px | prec | batch | params (M) | GFLOPs/img | train img/s model | "
               "train img/s e2e | infer img/s model | infer img/s e2e | e2e source | e2e/model train | "
