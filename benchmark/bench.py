@@ -54,6 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmark.cpus import usable_cpus
 from benchmark.errors import SewerbenchError
 from benchmark.timing import summary
 
@@ -127,8 +128,8 @@ class Settings:
     def batch_for(self, size: str) -> int:
         if self.batch is not None:
             return self.batch
-        if self.quick and size != "smoke":
-            return 2                    # the smoke size keeps the smoke profile's batch: its steps are fast
+        if self._quick(size):
+            return 2
         if self.device == "cuda":
             return 64 if size == "smoke" else 32
         return SMOKE_LOADER["batch_size"] if size == "smoke" else 4
@@ -140,7 +141,7 @@ class Settings:
             return self.workers
         if size == "smoke":
             return SMOKE_LOADER["workers"]
-        return min(PAPER_WORKERS, os.cpu_count() or 1)
+        return min(PAPER_WORKERS, usable_cpus())
 
 
 # ----------------------------------------------------------------------------- timing
@@ -238,12 +239,8 @@ def cpu_supports_bf16() -> bool:
 def machine(device: str) -> dict[str, Any]:
     import torch
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
     info = {
-        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": affinity,
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
         "torch_threads": torch.get_num_threads(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "cpu_bf16": cpu_supports_bf16(), "python": platform.python_version(), "numpy": np.__version__,
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": None, "gpu": None,

@@ -28,13 +28,13 @@ Counts functions accept a leading batch axis (``(..., 18)``) so the bootstrap ca
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
 from benchmark import artifacts as A
 from benchmark.classes import CIW, CLASS_CODES, NUM_CLASSES, THRESHOLD
+from benchmark.cpus import usable_cpus
 
 __all__ = [
     "THRESHOLD", "prepare", "class_counts", "fix_np", "precision_recall", "f_beta",
@@ -259,11 +259,7 @@ PARALLEL_AP_ROWS = 20_000
 def _ap_threads(n_rows: int, n_classes: int) -> int:
     if n_rows < PARALLEL_AP_ROWS or n_classes < 2:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:          # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, n_classes))
+    return max(1, min(usable_cpus(), n_classes))
 
 
 def _ap_columns_t(s_t: np.ndarray, gt_t: np.ndarray) -> np.ndarray:

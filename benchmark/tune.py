@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from benchmark.config.resolve import deep_merge, dotted_to_nested
+from benchmark.cpus import usable_cpus
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_path, atomic_to_csv, atomic_write_text
 
@@ -1213,11 +1214,7 @@ def worker_threads(tcfg: Mapping[str, Any], workers: int) -> int | None:
         return max(1, int(n))
     if workers <= 1:
         return None
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // workers)
+    return max(1, usable_cpus() // workers)
 
 
 def _gpu_list(device: str) -> list[str]:

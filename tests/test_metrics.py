@@ -253,7 +253,6 @@ def test_threaded_average_precision_is_the_serial_one(monkeypatch):
     t = (rng.random((n, 17)) < np.linspace(0.001, 0.3, 17)).astype(int)
     s = np.clip(0.4 * t + rng.random((n, 17)) * 0.7, 0, 1).round(2)         # many ties
     serial = M.evaluate(s, t)
-    monkeypatch.setattr(M, "PARALLEL_AP_ROWS", 100)
     monkeypatch.setattr(M, "_ap_threads", lambda n_rows, n_classes: 3)      # 3 threads even on 1 core
     threaded = M.evaluate(s, t)
     assert json.dumps(threaded) == json.dumps(serial) == json.dumps(M.to_jsonable(ref_results_dict(s, t)))

@@ -40,8 +40,8 @@ def add_arguments(p) -> None:
                         "builders at each method's reference size); default smoke")
     p.add_argument("--out", default="results", help="folder for perf.json and perf.md (default results)")
     p.add_argument("--quick", action="store_true",
-                   help="batch 2 for the paper sizes (smoke keeps the smoke profile's 32), 1 warm-up, "
-                        "2 repetitions, the official metrics timed once")
+                   help="shorter paper-size rows (batch 2, 1 warm-up, 2 repetitions; the smoke rows keep "
+                        "the full protocol) and the official metrics timed once")
     p.add_argument("--batch", type=int, default=None, help="batch size of the model rows")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up iterations")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions")

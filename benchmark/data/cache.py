@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from benchmark.cpus import usable_cpus
 from benchmark.data.images import ImageIndex, to_rgb
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_write_json, atomic_write_text, recover_dir, replace_dir, sha256_file
@@ -78,13 +79,6 @@ def load_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np
         if size is not None and (im.height, im.width) != tuple(size):
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.array(im, dtype=np.uint8)  # writable copy
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _params(size: tuple[int, int], codec: str, quality: int, shard_images: int) -> dict:
@@ -389,7 +383,7 @@ class ImageCache:
                 raise SewerbenchError(f"{directory}: exists and is not an image cache; refusing to replace it")
             partial = _open_partial(directory, params)
             # on corrupt images (SewerbenchError) the finished shards stay in the partial build
-            skipped = cls._fill(partial, plan, params, old, workers or _default_workers(), skip_corrupt)
+            skipped = cls._fill(partial, plan, params, old, workers or usable_cpus(), skip_corrupt)
             shards = [json.loads((partial / "shards" / f"{stem}.done.json").read_text(encoding="utf-8"))
                       for stem, *_ in plan]
             atomic_write_text(partial / "filenames.txt", "\n".join(names) + "\n")
