@@ -1,4 +1,4 @@
-# sewerbench set-up. `make repro` = venv + install + dvc repro; `make test` = venv + install + tests.
+# sewerbench set-up. `make repro` = venv + install + sewerbench repro (dvc repro, stages side by side); `make test` = venv + install + tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `sewerbench repro` = dvc repro with independent stages side by side (one per core on the
+# smoke profile); plain `dvc repro` gives the same files, one stage at a time.
 repro: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" sewerbench repro
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -46,6 +45,7 @@ import pandas as pd
 
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS
 from benchmark.errors import SewerbenchError
+from benchmark.repro import dvc_command, dvc_env
 
 log = logging.getLogger(__name__)
 
@@ -474,26 +474,10 @@ def expected_outputs(params: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _dvc_command() -> list[str]:
-    exe = Path(sys.executable).parent / "dvc"
-    if exe.is_file():
-        return [str(exe)]
-    found = shutil.which("dvc")
-    return [found] if found else [sys.executable, "-m", "dvc"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.setdefault("DVC_NO_ANALYTICS", "1")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def init_project(project: Path) -> None:
     """``dvc init --no-scm`` and a hardlink cache: outputs are committed without a second copy
     of the multi-GB checkpoints, and a second ``dvc repro`` skips the finished stages."""
-    dvc, env = _dvc_command(), _env()
+    dvc, env = dvc_command(), dvc_env()
     for cmd in (["init", "--no-scm", "-q"], ["config", "cache.type", "hardlink"]):
         done = subprocess.run([*dvc, *cmd], cwd=project, env=env, capture_output=True, text=True)
         if done.returncode:
@@ -507,7 +491,7 @@ def run_pipeline(project: Path, log_path: Path, echo: Callable[[str], None] | No
     start line (timestamped) also goes to ``echo``; ``on_stage(stage, seconds)`` runs when a
     stage has finished. Returns stage -> wall seconds of the stages run; a one-line error on
     failure."""
-    dvc, env = _dvc_command(), _env()
+    dvc, env = dvc_command(), dvc_env()
     times: dict[str, float] = {}
     current, t_stage = None, time.perf_counter()
 
