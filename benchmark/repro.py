@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -148,17 +149,34 @@ def _start(stage: str, project: Path, log_path: Path) -> tuple[subprocess.Popen,
     fh = open(log_path, "w", encoding="utf-8")
     fh.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] $ dvc --wait-for-lock repro --single-item {stage}\n")
     fh.flush()
+    # its own process group: Ctrl-C reaches this process only, which then stops each stage's
+    # whole group (DVC and the stage's command), see _stop
     proc = subprocess.Popen([*dvc_command(), "--wait-for-lock", "repro", "--single-item", stage],
-                            cwd=project, env=dvc_env(), stdout=fh, stderr=subprocess.STDOUT)
+                            cwd=project, env=dvc_env(), stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     return proc, fh
+
+
+def _stop(proc) -> None:
+    """Stop a running stage: SIGTERM to its process group (SIGKILL after 10 s)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (AttributeError, TypeError, ProcessLookupError, PermissionError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | os.PathLike,
              start: Callable[[str, Path, Path], tuple[Any, Any]] = _start,
-             poll_seconds: float = 0.2, echo: Callable[[str], None] | None = print) -> list[StageResult]:
+             poll_seconds: float = 0.2, verbose: bool = True) -> list[StageResult]:
     """Run ``plan``'s stages, each once all the planned stages it needs have succeeded, at most
     ``jobs`` at a time. ``start(stage, project, log)`` launches one (``poll()`` / ``wait()`` like
-    a Popen, and a file to close). On a failure no new stage starts; the running ones finish.
+    a Popen, and a file to close). ``verbose``: a line per stage start and finish. On a
+    failure no new stage starts; the running ones finish.
     Returns the results of the stages that ran (finish order); raises on a failure."""
     from tqdm.auto import tqdm
 
@@ -183,7 +201,7 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
                         path = stage_log(log_dir, stage)
                         proc, fh = start(stage, project, path)
                         running[stage] = (proc, fh, time.perf_counter(), path)
-                        if echo is not None:
+                        if verbose:
                             bar.write(f"[{time.strftime('%H:%M:%S')}] start  {stage}  (log {path})")
             if not running:
                 if failed or not pending:
@@ -201,16 +219,15 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
                 bar.update(1)
                 if res.returncode == 0:
                     done.add(stage)
-                    if echo is not None:
+                    if verbose:
                         bar.write(f"[{time.strftime('%H:%M:%S')}] done   {stage}  {res.seconds:.1f} s")
                 else:
                     failed.append(res)
-                    if echo is not None:
+                    if verbose:
                         bar.write(f"[{time.strftime('%H:%M:%S')}] FAILED {stage}  (exit {res.returncode})")
     finally:
-        for stage, (proc, fh, _t0, _path) in running.items():   # only on an exception here
-            proc.terminate()
-            proc.wait()
+        for stage, (proc, fh, _t0, _path) in running.items():   # only on an exception (Ctrl-C)
+            _stop(proc)
             fh.close()
         bar.close()
     if failed:

@@ -56,7 +56,7 @@ class FakeProc:
             return self.rc
         return None
 
-    def wait(self):
+    def wait(self, timeout=None):
         return self.rc
 
     def terminate(self):
@@ -88,7 +88,7 @@ class World:
 
 def _run(world, plan, jobs, tmp_path):
     return repro.run_plan(plan, tmp_path, jobs, tmp_path / "logs", start=world.start,
-                          poll_seconds=0, echo=None)
+                          poll_seconds=0, verbose=False)
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3])
@@ -117,6 +117,25 @@ def test_a_failed_stage_stops_new_starts_and_names_its_log(tmp_path):
     started = [s for kind, s in world.events if kind == "start"]
     assert "d" not in started and "c" in started             # c, already running, finished
     assert ("end", "c") in world.events
+
+
+def test_an_interrupt_stops_the_running_stages(tmp_path):
+    world = World(polls={"b": 10**9, "c": 10**9})
+    procs = []
+    start = world.start
+
+    def tracking(stage, project, log_path):
+        proc, fh = start(stage, project, log_path)
+        procs.append(proc)
+        if stage == "c":
+            def interrupted():
+                raise KeyboardInterrupt
+            proc.poll = interrupted
+        return proc, fh
+    with pytest.raises(KeyboardInterrupt):
+        repro.run_plan(repro.plan_stages(GRAPH, ["b", "c"]), tmp_path, 2, tmp_path / "logs",
+                       start=tracking, poll_seconds=0, verbose=False)
+    assert [p.stage for p in procs] == ["b", "c"] and all(p.terminated for p in procs)
 
 
 def test_jobs_argument_and_auto():
@@ -187,7 +206,7 @@ def test_real_dvc_project_independent_stages_run_side_by_side(tmp_path):
     assert {k: set(v) for k, v in deps.items()} == {"a": set(), "b": {"a"}, "c": {"a"}, "d": {"b", "c"}}
     plan = repro.plan_stages(deps, changed)
     assert set(plan.stages) == {"a", "b", "c", "d"}
-    results = repro.run_plan(plan, proj, 2, proj / "logs", echo=None)
+    results = repro.run_plan(plan, proj, 2, proj / "logs", verbose=False)
     assert [r.returncode for r in results] == [0, 0, 0, 0]
     t = {s: json.loads((proj / f"out_{s}.json").read_text()) for s in "abcd"}
     assert t["b"]["start"] < t["c"]["end"] and t["c"]["start"] < t["b"]["end"]   # side by side

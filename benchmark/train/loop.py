@@ -40,6 +40,14 @@ from benchmark.train.tracking import Tracker
 log = logging.getLogger("benchmark.train.engine")
 
 
+def epoch_stats(ctx, loss_sum: float, seen: int, seconds: float) -> dict:
+    """One epoch's training loss, images and seconds over all ranks: the loss per image and the
+    images of every rank, over the ranks' mean epoch time (images/s of the whole job)."""
+    loss_sum, seen, seconds_sum = ctx.all_reduce_sum([loss_sum, float(seen), seconds])
+    return {"train_loss": loss_sum / max(seen, 1.0), "images": int(seen),
+            "seconds": seconds_sum / ctx.world_size}
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, out_dir: Path, ctx, resume: bool,
                  callback: Callable[[int, dict], None] | None):
@@ -224,8 +232,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         if self.sched_when == PER_EPOCH:
             self.scheduler.step()
-        loss_sum, seen, dt_max = ctx.all_reduce_sum([loss_sum, float(seen), dt])
-        return {"train_loss": loss_sum / max(seen, 1.0), "images": int(seen), "seconds": dt / ctx.world_size}
+        return epoch_stats(ctx, loss_sum, seen, dt)
 
     def validate(self, epoch: int) -> dict:
         out: dict[str, float] = {}
