@@ -57,6 +57,21 @@ def test_reference_from_seed_spread(results):
     assert build_reference(root / "metrics", PARAMS, floor=0.5)["tolerances"]["mAP"] == 0.5
 
 
+def test_binary_stage1_runs_are_left_to_their_combos(results):
+    """The default's xie2019_binary_full has binary metrics only (binary_val.json): the
+    reference of a finished repro leaves it out instead of refusing the whole repro."""
+    root, _ = results
+    (root / "metrics" / "s1").mkdir()
+    (root / "metrics" / "s1" / "binary_val.json").write_text("{}")
+    params = {**PARAMS, "runs": {**PARAMS["runs"], "s1": {"method": "xie2019_binary", "split": "full",
+                                                          "target": "binary"}}}
+    ref = build_reference(root / "metrics", params, k=3.0, floor=0.0)
+    assert set(ref["expected"]) == {"a", "b"}
+    params["runs"]["s2"] = {"method": "xie2019", "split": "full"}     # a missing multi-label run
+    with pytest.raises(SewerbenchError, match="no metrics for s2"):
+        build_reference(root / "metrics", params)
+
+
 def test_no_seeds_no_reference(results):
     root, _ = results
     with pytest.raises(SewerbenchError, match="two or more finished seeds"):
