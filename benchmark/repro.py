@@ -70,6 +70,13 @@ class Plan:
     def __len__(self) -> int:
         return len(self.stages)
 
+    def depths(self) -> dict[str, int]:
+        """Length of the longest chain of planned stages that ends at each stage (0: needs none)."""
+        depth: dict[str, int] = {}
+        for s in self.stages:   # topological: a stage's needs come before it
+            depth[s] = 1 + max((depth[n] for n in self.needs[s]), default=-1)
+        return depth
+
 
 def plan_stages(deps: Mapping[str, Iterable[str]], changed: Iterable[str]) -> Plan:
     """Stages to run: ``changed`` and every stage downstream of one. ``deps`` maps each stage
@@ -184,7 +191,11 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
         raise SewerbenchError(f"--jobs: {jobs}: must be at least 1")
     project, log_dir = Path(project), Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    pending = list(plan.stages)
+    # deepest ready stage first (then DVC's order): a stage's downstream work (its evaluate)
+    # starts as soon as it can, so short stages fill the gaps beside long ones and a failing
+    # downstream stage shows after the first run, not at the end
+    depth = plan.depths()
+    pending = sorted(plan.stages, key=lambda s: -depth[s])
     done: set[str] = set()
     running: dict[str, tuple[Any, Any, float, Path]] = {}
     results: list[StageResult] = []

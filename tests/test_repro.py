@@ -106,6 +106,21 @@ def test_scheduler_respects_dependencies_and_the_job_limit(tmp_path, jobs):
     assert (tmp_path / "logs" / "d.log").read_text() == "ok d\n"
 
 
+def test_downstream_stages_start_as_soon_as_they_can(tmp_path):
+    """With one job, each training's evaluate runs right after it, before the next training
+    (so a broken evaluate shows after the first run); sorted() is stable: DVC's order otherwise."""
+    graph = {"prep": (), "train1": ("prep",), "train2": ("prep",), "train3": ("prep",),
+             "eval1": ("train1",), "eval2": ("train2",), "eval3": ("train3",),
+             "tables": ("eval1", "eval2", "eval3")}
+    plan = repro.plan_stages(graph, ["prep"])
+    assert plan.depths() == {"prep": 0, "train1": 1, "train2": 1, "train3": 1,
+                             "eval1": 2, "eval2": 2, "eval3": 2, "tables": 3}
+    world = World()
+    _run(world, plan, 1, tmp_path)
+    started = [s for kind, s in world.events if kind == "start"]
+    assert started == ["prep", "train1", "eval1", "train2", "eval2", "train3", "eval3", "tables"]
+
+
 def test_a_failed_stage_stops_new_starts_and_names_its_log(tmp_path):
     world = World(polls={"b": 1, "c": 6}, rc={"b": 3})
     plan = repro.plan_stages(GRAPH, ["a"])
