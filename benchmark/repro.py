@@ -82,42 +82,27 @@ def plan_stages(deps: Mapping[str, Iterable[str]], changed: Iterable[str]) -> Pl
     """Stages to run: ``changed`` and every stage downstream of one. ``deps`` maps each stage
     to the stages whose outputs it reads (DVC's graph); the order is topological (a stage after
     all of its dependencies) and otherwise follows ``deps``' order."""
-    deps = {s: tuple(d) for s, d in deps.items()}
-    unknown = sorted(set(changed) - set(deps))
-    if unknown:
-        raise SewerbenchError(f"dvc status names stages the graph lacks: {', '.join(unknown)}")
-    users: dict[str, list[str]] = {s: [] for s in deps}
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(deps)
     for s, ds in deps.items():
         for d in ds:
             if d not in deps:
                 raise SewerbenchError(f"stage {s} depends on an unknown stage {d}")
-            users[d].append(s)
-    todo: set[str] = set()
-    stack = list(changed)
-    while stack:
-        s = stack.pop()
-        if s not in todo:
-            todo.add(s)
-            stack.extend(users[s])
-    order: list[str] = []
-    state: dict[str, int] = {}   # 1 = on the path, 2 = placed
-
-    def visit(s: str) -> None:
-        if state.get(s) == 2:
-            return
-        if state.get(s) == 1:
-            raise SewerbenchError(f"the stage graph has a cycle through {s}")
-        state[s] = 1
-        for d in deps[s]:
-            visit(d)
-        state[s] = 2
-        if s in todo:
-            order.append(s)
-
-    for s in deps:
-        visit(s)
-    needs = {s: frozenset(d for d in deps[s] if d in todo) for s in order}
-    return Plan(tuple(order), needs)
+            graph.add_edge(d, s)          # d's outputs feed s
+    changed = list(changed)
+    unknown = sorted(set(changed) - set(deps))
+    if unknown:
+        raise SewerbenchError(f"dvc status names stages the graph lacks: {', '.join(unknown)}")
+    todo = set(changed).union(*(nx.descendants(graph, s) for s in changed))
+    index = {s: i for i, s in enumerate(deps)}
+    try:
+        order = [s for s in nx.lexicographical_topological_sort(graph, key=index.__getitem__) if s in todo]
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(graph)
+        raise SewerbenchError(f"the stage graph has a cycle through {cycle[0][0]}") from None
+    return Plan(tuple(order), {s: frozenset(d for d in deps[s] if d in todo) for s in order})
 
 
 def dvc_graph(project: str | os.PathLike) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -214,10 +199,8 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
                         running[stage] = (proc, fh, time.perf_counter(), path)
                         if verbose:
                             bar.write(f"[{time.strftime('%H:%M:%S')}] start  {stage}  (log {path})")
-            if not running:
-                if failed or not pending:
-                    break
-                raise SewerbenchError(f"stages wait for stages outside the plan: {', '.join(pending)}")
+            if not running:   # all done, or a failure and nothing left running
+                break
             finished = [s for s, (p, *_rest) in running.items() if p.poll() is not None]
             if not finished:
                 time.sleep(poll_seconds)
@@ -278,8 +261,9 @@ def auto_jobs(params: Mapping[str, Any], cpus: int) -> int:
     torch thread count ``t``, ``cpus // t`` (at least 1); one otherwise (a GPU profile trains
     one run at a time on its devices; a profile without ``threads`` lets torch use every
     core)."""
-    profiles = params.get("profiles") or {}
-    prof = profiles.get(params.get("profile")) or {}
+    from benchmark.matrix import profile
+
+    prof = (params.get("profiles") or {}).get(profile(params)) or {}
     threads = prof.get("threads")
     if str(prof.get("device", "auto")) != "cpu" or not isinstance(threads, int) or threads < 1:
         return 1
