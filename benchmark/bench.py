@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmark.cpus import usable_cpus
+from benchmark.cpus import cpu_supports_bf16, usable_cpus
 from benchmark.errors import SewerbenchError
 from benchmark.timing import summary
 
@@ -220,20 +220,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU as torch's kernels see it: oneDNN's own check (AVX512-BF16 or
-    AMX; ATen's capability string stays ``AVX512`` on an AVX512-BF16 CPU), else ATen's."""
-    import torch
-
-    try:
-        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return True
-    except (AttributeError, RuntimeError):
-        pass
-    cap = str(torch.backends.cpu.get_cpu_capability()).upper()
-    return "AMX" in cap or "BF16" in cap
 
 
 def machine(device: str) -> dict[str, Any]:

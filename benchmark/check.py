@@ -12,8 +12,9 @@ tolerance (absolute) each may differ by. Cases:
   (Filename, Defect) with ``scores_b.csv``;
 * ``train_tiny``: a tiny deterministic CPU training run of a few seconds (engine), when
   the reference holds it;
-* ``learn_maq2l``: tiny MA-Q2L trained on a small synthetic Sewer-ML with its default-profile
-  recipe (:mod:`benchmark.learncheck`, about a minute); tolerances from the measured seed spread.
+* ``learn_maq2l``, ``learn_resnet101``: tiny MA-Q2L and the tiny Sewer-ML ResNet-101 trained on
+  a small synthetic Sewer-ML with their default-profile recipes (:mod:`benchmark.learncheck`,
+  about 1.5 minutes together); tolerances from the measured seed spread.
 
 :func:`run_checks` returns the list of misses (metric, expected, got, tolerance).
 """
@@ -35,6 +36,7 @@ from benchmark import artifacts as A
 from benchmark.classes import CLASS_CODES, CSV_COLUMNS, NORMAL
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_to_csv, atomic_write_json
+from benchmark.learncheck import LEARN_CASES, MIN_TOLERANCE
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +147,16 @@ CASES: dict[str, Callable[[Path, str | Path], dict[str, float]]] = {
     "paired_ab": lambda d, p: case_paired(d),
     "combine_replace": lambda d, p: case_combine(d),
     "train_tiny": lambda d, p: case_train_tiny(d),
-    "learn_maq2l": _learned("learn_maq2l"),
+    **{case: _learned(case) for case in LEARN_CASES},
 }
 #: Cases whose ``--update`` measures the tolerances (seed spread) instead of keeping them.
-LEARNED_CASES = ("learn_maq2l",)
+LEARNED_CASES = tuple(LEARN_CASES)
 
 #: A case's fallback tolerance for metrics without their own (a learned case's ``--update``
 #: writes one per metric from the seed spread; this is the floor it starts from).
 DEFAULT_TOLERANCE = {"evaluate_a": 1e-9, "evaluate_b": 1e-9, "bootstrap_a": 1e-9,
                      "paired_ab": 1e-9, "combine_replace": 1e-9, "train_tiny": 0.005,
-                     "learn_maq2l": 0.01}
+                     **{case: MIN_TOLERANCE for case in LEARN_CASES}}
 #: Per-metric tolerances written by ``--update`` for new cases (float noise across CPUs).
 DEFAULT_METRIC_TOLERANCES = {"train_tiny": {"train_loss": 0.01, "val_loss": 0.01, "best_epoch": 0}}
 

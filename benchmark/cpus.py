@@ -11,3 +11,17 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):   # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 on this CPU as torch's kernels see it: oneDNN's own check (AVX512-BF16 or
+    AMX; ATen's capability string stays ``AVX512`` on an AVX512-BF16 CPU), else ATen's."""
+    import torch
+
+    try:
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    return "AMX" in cap or "BF16" in cap

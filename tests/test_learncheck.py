@@ -1,5 +1,6 @@
 """The learned-metric case of `sewerbench check` (benchmark/learncheck.py): the committed
-reference holds real learned numbers, and breaking a mechanism makes the check fail.
+reference holds real learned numbers (tiny MA-Q2L and the tiny Sewer-ML ResNet-101), and
+breaking a mechanism makes the check fail.
 
 `sewerbench check` (make test) runs the case against the committed reference; the test below
 shuffles the training labels and shows the same comparison then misses. Zeroing MA-Q2L's
@@ -47,7 +48,8 @@ def test_case_params_keep_the_recipe_and_replace_data_and_runs(tmp_path):
     cfg = resolve_run(p, "learn_maq2l", overrides=learncheck.LEARN_SETTINGS)
     ref_cfg = resolve_run(params, "maq2l_full")
     assert cfg.method == "maq2l" and cfg.model == ref_cfg.model
-    assert cfg.optimizer == ref_cfg.optimizer and cfg.loss == ref_cfg.loss and cfg.epochs == ref_cfg.epochs
+    assert cfg.optimizer == ref_cfg.optimizer and cfg.loss == ref_cfg.loss
+    assert cfg.epochs == learncheck.LEARN_SETTINGS["epochs"] == 4
     assert cfg.pretrained is False and str(cfg.data.prepared) == str(tmp_path / "prepared")
     with pytest.raises(Exception, match="unknown case"):
         learncheck.case_params(params, "learn_nope", tmp_path)
@@ -68,9 +70,16 @@ def _shuffle_training_labels(monkeypatch):
     monkeypatch.setattr(D, "select_rows", shuffled)
 
 
-def test_shuffled_labels_make_the_maq2l_case_fail(monkeypatch):
+def test_learned_cases_cover_maq2l_and_a_sewerml_cnn():
+    methods = {learncheck.LEARN_CASES[c]["method"]: learncheck.LEARN_CASES[c]["recipe"] for c in check.LEARNED_CASES}
+    assert methods.get("maq2l") == "maq2l" and methods.get("resnet101") == "sewerml"
+    assert set(check.LEARNED_CASES) <= set(json.loads((REF / "reference.json").read_text())["cases"])
+
+
+@pytest.mark.parametrize("case", ["learn_maq2l", "learn_resnet101"])
+def test_shuffled_labels_make_the_learned_case_fail(monkeypatch, case):
     _shuffle_training_labels(monkeypatch)
-    misses, n = check.run_checks(REF, ["learn_maq2l"], PARAMS)
+    misses, n = check.run_checks(REF, [case], PARAMS)
     assert n == len(learncheck.METRICS)
     assert "mAP" in {m.metric for m in misses}
     mAP = next(m for m in misses if m.metric == "mAP")

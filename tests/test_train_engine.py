@@ -198,6 +198,36 @@ def test_amp_bf16_and_channels_last_on_cpu(tiny, tmp_path):
         assert net(x).dtype == torch.bfloat16
 
 
+def test_eval_amp_false_scores_in_fp32_while_training_in_bf16(tiny, tmp_path):
+    """``eval_amp: false`` (the smoke profile): training under bf16 autocast, validation and the
+    final scores in fp32 (bf16 logits tie); ``eval_amp: null`` scores as ``amp``."""
+    from benchmark.train.runtime import autocast, scoring_amp
+
+    _, params = tiny
+    base = {"amp": True, "amp_dtype": "bfloat16", "epochs": 1}
+    fp32 = resolve_run(params, "tiny", {**base, "eval_amp": False})
+    bf16 = resolve_run(params, "tiny", base)
+    assert scoring_amp(fp32) is False and scoring_amp(bf16) is True
+    assert scoring_amp(resolve_run(params, "tiny", {"amp": False, "eval_amp": True})) is True
+    net, x = torch.nn.Conv2d(3, 4, 3), torch.randn(2, 3, 8, 8)
+    cpu = torch.device("cpu")
+    with autocast(cpu, fp32):
+        assert net(x).dtype == torch.bfloat16
+    with autocast(cpu, fp32, scoring=True):
+        assert net(x).dtype == torch.float32
+    with autocast(cpu, bf16, scoring=True):
+        assert net(x).dtype == torch.bfloat16
+    sa = train_run(fp32, tmp_path / "fp32")
+    sb = train_run(bf16, tmp_path / "bf16")
+    assert sa["eval_amp"] is False and sb["eval_amp"] is True
+    ha, hb = _history(tmp_path / "fp32"), _history(tmp_path / "bf16")
+    assert ha["train_loss"].tolist() == hb["train_loss"].tolist()     # the same training
+    va = pd.read_csv(tmp_path / "fp32/scores_val.csv").iloc[:, 1:].to_numpy()
+    vb = pd.read_csv(tmp_path / "bf16/scores_val.csv").iloc[:, 1:].to_numpy()
+    assert not np.array_equal(va, vb)                                  # scored differently
+    assert np.abs(va - vb).max() < 0.05                                # the same model
+
+
 def test_fp16_gradscaler_path_and_resume_on_cpu(tiny, tmp_path):
     _, params = tiny
     over = {"amp": True, "amp_dtype": "float16", "epochs": 2}

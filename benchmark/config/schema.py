@@ -134,6 +134,7 @@ class RuntimeConfig:
     eval_batch_size: Optional[int] = None   # null = batch_size
     amp: bool = False                # autocast (CUDA: fp16 + GradScaler or bf16; CPU: bf16)
     amp_dtype: Literal["float16", "bfloat16", "fp16", "bf16", "half"] = "float16"
+    eval_amp: Optional[bool] = None  # autocast when scoring (per-epoch validation, final scores); null = amp
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = True

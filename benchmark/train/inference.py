@@ -23,7 +23,7 @@ from benchmark.config import RunConfig
 from benchmark.errors import SewerbenchError
 from benchmark.scores import write_scores
 from benchmark.train.data import image_source, make_dataset, read_frame, targets_of
-from benchmark.train.runtime import batch_one_semantics, build_model, infer
+from benchmark.train.runtime import batch_one_semantics, build_model, infer, scoring_amp
 
 log = logging.getLogger("benchmark.train.predict")
 
@@ -64,8 +64,8 @@ def score_frame(cfg: RunConfig, model, df, images, device=None, ctx=None,
 def scoring_config(cfg: RunConfig) -> RunConfig:
     """The configuration the final scores are computed under (the published protocol scores
     MA-Q2L in fp32 as its infer.py, and Chen2018 at 224 px as the official inference)."""
-    if quirks.active(cfg, "maq2l_batch1_scores") and cfg.runtime.amp:
-        cfg = cfg.replace(runtime=dataclasses.replace(cfg.runtime, amp=False))
+    if quirks.active(cfg, "maq2l_batch1_scores") and scoring_amp(cfg):
+        cfg = cfg.replace(runtime=dataclasses.replace(cfg.runtime, amp=False, eval_amp=False))
     if quirks.active(cfg, "chen2018_eval_224"):
         cfg = cfg.replace(image_size=quirks.CHEN2018_PUBLISHED_EVAL_SIZE)
     return cfg

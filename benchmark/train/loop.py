@@ -32,6 +32,7 @@ from benchmark.train.ema import ModelEma
 from benchmark.train.inference import predict_splits
 from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler, current_lr,
                                    effective_lr, fused_for)
+from benchmark.cpus import cpu_supports_bf16
 from benchmark.train.runtime import amp_dtype, autocast, build_criterion, build_model, infer, main_logits, to_input
 from benchmark.train.selection import Selector, eval_metrics, metric_key
 from benchmark.train.summary import config_diff, make_summary
@@ -128,6 +129,10 @@ class Trainer:
         self.scheduler, self.sched_when = build_scheduler(self.optimizer, cfg.schedule.__dict__, cfg.epochs,
                                                           self.steps_per_epoch, self.lr)
         use_scaler = rt.amp and amp_dtype(cfg) == torch.float16  # fp16 needs loss scaling
+        if (rt.amp and self.main and self.device.type == "cpu" and amp_dtype(cfg) == torch.bfloat16
+                and not cpu_supports_bf16()):
+            log.warning("run %s: bf16 autocast on a CPU without native bf16 (AVX512-BF16 / AMX) is "
+                        "emulated and can be slower than fp32; --set amp=false trains in fp32", cfg.run)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         net: nn.Module = model
         if ctx.distributed:

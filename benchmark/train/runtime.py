@@ -39,9 +39,16 @@ def amp_dtype(cfg: RunConfig) -> torch.dtype:
     return AMP_DTYPES[cfg.runtime.amp_dtype]
 
 
-def autocast(device: torch.device, cfg: RunConfig):
-    """The run's autocast context (no-op when amp is off)."""
-    if not cfg.runtime.amp:
+def scoring_amp(cfg: RunConfig) -> bool:
+    """Whether scoring (validation, final scores) runs under autocast: ``eval_amp``, else ``amp``."""
+    rt = cfg.runtime
+    return bool(rt.amp if rt.eval_amp is None else rt.eval_amp)
+
+
+def autocast(device: torch.device, cfg: RunConfig, scoring: bool = False):
+    """The run's autocast context for training (``amp``) or scoring (:func:`scoring_amp`);
+    a no-op when that is off."""
+    if not (scoring_amp(cfg) if scoring else cfg.runtime.amp):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype(cfg))
 
@@ -170,7 +177,7 @@ def infer(model: nn.Module, dataset, cfg: RunConfig, device: torch.device, ctx=N
     show = (ctx is None or ctx.is_main) and rt.progress
     for x, y, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if show else True):
         x = to_input(x, device, rt.channels_last)
-        with autocast(device, cfg):
+        with autocast(device, cfg, scoring=True):
             out = main_logits(model(x))
         logits = out.float()
         if criterion is not None:

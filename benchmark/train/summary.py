@@ -9,7 +9,7 @@ import torch
 
 from benchmark.config import RunConfig
 from benchmark.config.schema import RESUME_FREE
-from benchmark.train.runtime import describe_device
+from benchmark.train.runtime import describe_device, scoring_amp
 
 
 def config_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -42,6 +42,7 @@ def make_summary(cfg: RunConfig, *, best_epoch: int, selected_model: str, select
         "train_images_per_s": train_images_seen / max(train_seconds, 1e-9),
         "device": describe_device(device), "world_size": world_size,
         "amp": cfg.runtime.amp, "amp_dtype": cfg.runtime.amp_dtype if cfg.runtime.amp else None,
+        "eval_amp": scoring_amp(cfg),
         "params": params, "trainable_params": trainable_params, "reference_num_params": reference_num_params,
         "train_images": train_images, "val_images": val_images, "final": final, "scores": scores,
     }
