@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from benchmark import quirks
 from benchmark import seed as seeding
 from benchmark.config import RunConfig
+from benchmark.cpus import cpu_supports_bf16
 from benchmark.errors import SewerbenchError
 from benchmark.io import atomic_write_json, claim_dir
 import benchmark.train.checkpointing as ck
@@ -32,7 +33,6 @@ from benchmark.train.ema import ModelEma
 from benchmark.train.inference import predict_splits
 from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler, current_lr,
                                    effective_lr, fused_for)
-from benchmark.cpus import cpu_supports_bf16
 from benchmark.train.runtime import amp_dtype, autocast, build_criterion, build_model, infer, main_logits, to_input
 from benchmark.train.selection import Selector, eval_metrics, metric_key
 from benchmark.train.summary import config_diff, make_summary
