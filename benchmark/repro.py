@@ -77,6 +77,87 @@ class Plan:
             depth[s] = 1 + max((depth[n] for n in self.needs[s]), default=-1)
         return depth
 
+    def bottom_levels(self, cost: Mapping[str, float]) -> dict[str, float]:
+        """Seconds of the costliest chain of planned stages that starts at each stage (its own
+        ``cost`` included; a stage missing from ``cost`` counts 0): how long the plan takes
+        after the stage starts, however many cores there are."""
+        after: dict[str, list[str]] = {s: [] for s in self.stages}
+        for s in self.stages:
+            for n in self.needs[s]:
+                after[n].append(s)
+        level: dict[str, float] = {}
+        for s in reversed(self.stages):   # a stage's dependents come after it
+            level[s] = float(cost.get(s, 0.0)) + max((level[t] for t in after[s]), default=0.0)
+        return level
+
+    def order(self, cost: Mapping[str, float] | None = None) -> list[str]:
+        """The order in which ready stages start: deepest first (a finished training's evaluate
+        before the next training, so a broken downstream stage shows after the first run), then
+        the costliest remaining chain first (long trainings start early and short ones fill the
+        end instead of one long run finishing alone), then DVC's order."""
+        depth = self.depths()
+        level = self.bottom_levels(cost or {})
+        index = {s: i for i, s in enumerate(self.stages)}
+        return sorted(self.stages, key=lambda s: (-depth[s], -level[s], index[s]))
+
+
+# ----------------------------------------------------------------------------- stage costs
+#: Stage seconds of the last runs, written into the log folder after each ``sewerbench repro``.
+STAGE_SECONDS = "stage_seconds.json"
+
+
+def read_stage_seconds(path: str | os.PathLike) -> dict[str, float]:
+    """``{stage: seconds}`` from a JSON file; a missing file is empty, and an unreadable or
+    malformed one is skipped with a warning naming it (the costs only order the stages)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("%s: ignored, not a JSON file of stage seconds (%s)", path, type(exc).__name__)
+        return {}
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in data.items()):
+        log.warning("%s: ignored, expected an object of stage name -> seconds >= 0", path)
+        return {}
+    return {k: float(v) for k, v in data.items()}
+
+
+def estimate_costs(stages: Iterable[str], known: Mapping[str, float]) -> dict[str, float]:
+    """Seconds of each stage: its measured seconds, else the median of the measured stages of
+    its kind (the name before ``@``: a new run costs what a typical training costs), else the
+    median of all measured stages (0 without any)."""
+    import statistics
+
+    by_kind: dict[str, list[float]] = {}
+    for name, sec in known.items():
+        by_kind.setdefault(name.split("@", 1)[0], []).append(sec)
+    overall = statistics.median(known.values()) if known else 0.0
+    out = {}
+    for s in stages:
+        if s in known:
+            out[s] = float(known[s])
+        else:
+            kind = by_kind.get(s.split("@", 1)[0])
+            out[s] = statistics.median(kind) if kind else overall
+    return out
+
+
+def write_stage_seconds(path: str | os.PathLike, results: Sequence["StageResult"]) -> None:
+    """Merge the succeeded stages' seconds into ``path`` (atomically; stages not run keep theirs)."""
+    import json
+
+    path = Path(path)
+    merged = read_stage_seconds(path)
+    merged.update({r.stage: round(r.seconds, 1) for r in results if r.returncode == 0})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
 
 def plan_stages(deps: Mapping[str, Iterable[str]], changed: Iterable[str]) -> Plan:
     """Stages to run: ``changed`` and every stage downstream of one. ``deps`` maps each stage
@@ -164,9 +245,13 @@ def _stop(proc) -> None:
 
 def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | os.PathLike,
              start: Callable[[str, Path, Path], tuple[Any, Any]] = _start,
-             poll_seconds: float = 0.2, verbose: bool = True) -> list[StageResult]:
+             poll_seconds: float = 0.2, verbose: bool = True,
+             cost: Mapping[str, float] | None = None,
+             seconds_file: str | os.PathLike | None = None) -> list[StageResult]:
     """Run ``plan``'s stages, each once all the planned stages it needs have succeeded, at most
-    ``jobs`` at a time. ``start(stage, project, log)`` launches one (``poll()`` / ``wait()`` like
+    ``jobs`` at a time, ready stages in :meth:`Plan.order` (``cost``: estimated seconds per
+    stage; ``seconds_file``: where the seconds of the stages that succeeded are merged, also
+    after a failure, to order the next repro). ``start(stage, project, log)`` launches one (``poll()`` / ``wait()`` like
     a Popen, and a file to close). ``verbose``: a line per stage start and finish. On a
     failure no new stage starts; the running ones finish.
     Returns the results of the stages that ran (finish order); raises on a failure."""
@@ -176,11 +261,7 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
         raise SewerbenchError(f"--jobs: {jobs}: must be at least 1")
     project, log_dir = Path(project), Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    # deepest ready stage first (then DVC's order): a stage's downstream work (its evaluate)
-    # starts as soon as it can, so short stages fill the gaps beside long ones and a failing
-    # downstream stage shows after the first run, not at the end
-    depth = plan.depths()
-    pending = sorted(plan.stages, key=lambda s: -depth[s])
+    pending = plan.order(cost)
     done: set[str] = set()
     running: dict[str, tuple[Any, Any, float, Path]] = {}
     results: list[StageResult] = []
@@ -224,6 +305,8 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
             _stop(proc)
             fh.close()
         bar.close()
+        if seconds_file is not None and results:
+            write_stage_seconds(seconds_file, results)
     if failed:
         first = failed[0]
         tail = _last_line(first.log)

@@ -121,6 +121,81 @@ def test_downstream_stages_start_as_soon_as_they_can(tmp_path):
     assert started == ["prep", "train1", "eval1", "train2", "eval2", "train3", "eval3", "tables"]
 
 
+def test_bottom_levels_are_the_costliest_chain_from_each_stage():
+    plan = repro.plan_stages(GRAPH, ["a", "e"])
+    cost = {"a": 1.0, "b": 5.0, "c": 2.0, "d": 3.0, "e": 4.0}
+    assert plan.bottom_levels(cost) == {"a": 9.0, "b": 8.0, "c": 5.0, "d": 3.0, "e": 4.0}
+    assert plan.bottom_levels({}) == dict.fromkeys(plan.stages, 0.0)
+
+
+def test_longest_trainings_start_first_and_evaluates_still_follow_their_training(tmp_path):
+    """Among ready trainings the costliest chain starts first (LPT), so on 2 jobs the long
+    training does not start last and finish alone; a finished training's evaluate still
+    starts before the next training."""
+    graph = {"prep": (), "t_short1": ("prep",), "t_short2": ("prep",), "t_long": ("prep",),
+             "e_short1": ("t_short1",), "e_short2": ("t_short2",), "e_long": ("t_long",),
+             "tables": ("e_short1", "e_short2", "e_long")}
+    polls = {"prep": 1, "t_short1": 3, "t_short2": 3, "t_long": 8, "e_short1": 1, "e_short2": 1,
+             "e_long": 1, "tables": 1}
+    plan = repro.plan_stages(graph, ["prep"])
+    cost = {k: float(v) for k, v in polls.items()}
+    assert plan.order().index("t_short2") < plan.order().index("t_long")      # DVC's order
+    assert plan.order(cost).index("t_long") < plan.order(cost).index("t_short1")
+
+    def starts(cost_arg):
+        world = World(polls=polls)
+        repro.run_plan(plan, tmp_path, 2, tmp_path / "logs", start=world.start, poll_seconds=0,
+                       verbose=False, cost=cost_arg)
+        for stage, needs in plan.needs.items():             # dependencies hold either way
+            for n in needs:
+                assert world.events.index(("end", n)) < world.events.index(("start", stage))
+        return [s for kind, s in world.events if kind == "start"]
+    assert starts(None)[1:4] == ["t_short1", "t_short2", "e_short1"]   # t_long waits for a free job
+    with_cost = starts(cost)
+    assert with_cost[1:3] == ["t_long", "t_short1"]
+    assert with_cost.index("e_short1") < with_cost.index("t_short2")    # evaluate first
+
+
+def test_stage_costs_measured_else_the_median_of_their_kind(tmp_path):
+    known = {"train@a": 100.0, "train@b": 300.0, "train@c": 200.0, "evaluate@a": 10.0}
+    est = repro.estimate_costs(["train@a", "train@new", "evaluate@new", "tables", "train_seed@x"], known)
+    assert est == {"train@a": 100.0, "train@new": 200.0, "evaluate@new": 10.0, "tables": 150.0,
+                   "train_seed@x": 150.0}
+    assert repro.estimate_costs(["a"], {}) == {"a": 0.0}
+
+
+def test_stage_seconds_are_merged_and_a_bad_file_is_ignored_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "stage_seconds.json"
+    ok = [repro.StageResult("b", 0, 2.25, tmp_path), repro.StageResult("c", 1, 9.0, tmp_path)]
+    path.write_text(json.dumps({"a": 5, "b": 1.0}))
+    repro.write_stage_seconds(path, ok)
+    assert json.loads(path.read_text()) == {"a": 5, "b": 2.2}   # the failed c is not recorded
+    for bad in ("{not json", json.dumps([1, 2]), json.dumps({"a": -1}), json.dumps({"a": "x"})):
+        path.write_text(bad)
+        caplog.clear()
+        assert repro.read_stage_seconds(path) == {}
+        assert str(path) in caplog.text and "ignored" in caplog.text
+    assert repro.read_stage_seconds(tmp_path / "missing.json") == {}
+
+
+def test_run_plan_records_the_seconds_of_what_ran_also_after_a_failure(tmp_path):
+    world = World(polls={"b": 1, "c": 6}, rc={"b": 3})
+    seconds = tmp_path / "logs" / "stage_seconds.json"
+    with pytest.raises(SewerbenchError):
+        repro.run_plan(repro.plan_stages(GRAPH, ["a"]), tmp_path, 2, tmp_path / "logs", start=world.start,
+                       poll_seconds=0, verbose=False, seconds_file=seconds)
+    assert set(json.loads(seconds.read_text())) == {"a", "c"}
+
+
+def test_the_committed_stage_seconds_cover_the_default_pipeline():
+    """`make repro` on a fresh clone orders its stages by the committed reference repro's
+    seconds: every stage of dvc.yaml is in it."""
+    names = set(repro.dvc_graph(ROOT)[0])
+    assert "train@maq2l_full" in names and "tables" in names
+    known = repro.read_stage_seconds(ROOT / "results" / "reference" / "stage_seconds.json")
+    assert names <= set(known), sorted(names - set(known))[:5]
+
+
 def test_a_failed_stage_stops_new_starts_and_names_its_log(tmp_path):
     world = World(polls={"b": 1, "c": 6}, rc={"b": 3})
     plan = repro.plan_stages(GRAPH, ["a"])
