@@ -149,14 +149,11 @@ def estimate_costs(stages: Iterable[str], known: Mapping[str, float]) -> dict[st
 
 def write_stage_seconds(path: str | os.PathLike, results: Sequence["StageResult"]) -> None:
     """Merge the succeeded stages' seconds into ``path`` (atomically; stages not run keep theirs)."""
-    import json
+    from benchmark.io import atomic_write_json
 
-    path = Path(path)
     merged = read_stage_seconds(path)
     merged.update({r.stage: round(r.seconds, 1) for r in results if r.returncode == 0})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, dict(sorted(merged.items())), indent=1)
 
 
 def plan_stages(deps: Mapping[str, Iterable[str]], changed: Iterable[str]) -> Plan:
@@ -251,8 +248,8 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
     """Run ``plan``'s stages, each once all the planned stages it needs have succeeded, at most
     ``jobs`` at a time, ready stages in :meth:`Plan.order` (``cost``: estimated seconds per
     stage; ``seconds_file``: where the seconds of the stages that succeeded are merged, also
-    after a failure, to order the next repro). ``start(stage, project, log)`` launches one (``poll()`` / ``wait()`` like
-    a Popen, and a file to close). ``verbose``: a line per stage start and finish. On a
+    after a failure, to order the next repro). ``start(stage, project, log)`` launches one
+    (``poll()`` / ``wait()`` like a Popen, and a file to close). ``verbose``: a line per stage start and finish. On a
     failure no new stage starts; the running ones finish.
     Returns the results of the stages that ran (finish order); raises on a failure."""
     from tqdm.auto import tqdm
