@@ -107,6 +107,29 @@ def test_precedence_of_every_layer():
     assert resolve_run(_params(), "x_full").ema.decay == 0.9997
 
 
+def test_profile_splits_layer():
+    """profiles.<p>.splits.<split>: after profile.methods, before the run entry; only the runs
+    on that split, only under that profile; --set split= picks the layer; no split key inside."""
+    p = _params()
+    p["profiles"]["smoke"]["methods"] = {"maq2l": {"epochs": 5, "grad_clip": 2.0}}
+    p["profiles"]["smoke"]["splits"] = {"sub_0.0625": {"epochs": 32}}
+    c = resolve_run(p, "m_sub")
+    assert c.epochs == 32 and c.grad_clip == 2.0                       # splits over methods
+    assert resolve_run(p, "x_full").epochs == 2                        # another split: untouched
+    assert resolve_run(p, "x_full", {"split": "sub_0.0625"}).epochs == 32
+    assert resolve_run({**p, "profile": "paper"}, "m_sub").epochs == 40   # the paper profile: recipe
+    p["runs"]["m_sub"]["epochs"] = 7
+    assert resolve_run(p, "m_sub").epochs == 7                         # run entry over splits
+    assert resolve_run(p, "m_sub", {"epochs": 8}).epochs == 8
+    p["profiles"]["smoke"]["splits"]["sub_0.0625"]["epocs"] = 1
+    with pytest.raises(SewerbenchError, match=r"profiles.smoke.splits.sub_0.0625: unknown key 'epocs'"):
+        resolve_run(p, "m_sub")
+    p = _params()
+    p["profiles"]["smoke"]["splits"] = {"full": {"split": "sub_0.0625"}}
+    with pytest.raises(SewerbenchError, match=r"profiles.smoke.splits.full.split: a split's layer cannot"):
+        resolve_run(p, "x_full")
+
+
 def test_derived_values_follow_set():
     """--set epochs recomputes the milestones, --set selection the selection mode, --set target the outputs."""
     p = _params()

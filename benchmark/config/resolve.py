@@ -1,8 +1,9 @@
 """ONE resolver: params.yaml's layers -> a frozen, validated :class:`RunConfig`.
 
 Layers, later wins: the dataclass defaults <- recipe <- profile <- the profile's
-``recipes: {<recipe>: ...}`` entry <- the profile's ``methods: {<method>: ...}`` entry <- run
-entry <- ``--set`` overrides. Profile values that are ``null`` keep the earlier value (so the
+``recipes: {<recipe>: ...}`` entry <- the profile's ``methods: {<method>: ...}`` entry <- the
+profile's ``splits: {<split>: ...}`` entry (the run's prepared split) <- run entry <- ``--set``
+overrides. Profile values that are ``null`` keep the earlier value (so the
 paper profile leaves epochs and batch size to each reference recipe). The recipe is the run's
 ``recipe:`` key, else the recipe named like the method, else the method's family.
 
@@ -42,7 +43,7 @@ BUILDER_KEYS = ("model", "sklearn")
 _IDENTITY = ("run", "method", "recipe", "profile", "family", "kind", "reference_epochs", "data", "runtime")
 #: Every key a recipe, profile, run entry or --set may hold (params.yaml spelling: flat).
 INPUT_KEYS = tuple(k for k in field_names(RunConfig) if k not in _IDENTITY) + field_names(RuntimeConfig) + ("data",)
-_PROFILE_ONLY = ("methods", "recipes")
+_PROFILE_ONLY = ("methods", "recipes", "splits")
 #: params.yaml ``data:`` keys (besides the per-profile sub-sections).
 DATA_PARAM_KEYS = ("sewerml_root", "prepared", "cache", "images", "source", "fractions", "check_images", "subset_rule")
 TOP_LEVEL_KEYS = ("seed", "profile", "synth", "pretrain", "data", "runs", "combos", "tables", "plots", "check", "tune",
@@ -172,6 +173,9 @@ def check_params(params: Mapping[str, Any], where: str = "params.yaml") -> None:
         for sub in _PROFILE_ONLY:
             for entry, layer in (prof.get(sub) or {}).items():
                 check_layer(layer or {}, f"{where}: profiles.{name}.{sub}.{entry}")
+                if sub == "splits" and "split" in (layer or {}):
+                    raise SewerbenchError(f"{where}: profiles.{name}.splits.{entry}.split: a split's "
+                                          "layer cannot change the split")
     for name, run in (params.get("runs") or {}).items():
         if not isinstance(run, Mapping):
             raise SewerbenchError(f"{where}: runs.{name}: expected a mapping")
@@ -299,10 +303,13 @@ def resolve_run(params: Mapping, run_name: str, overrides: Mapping | None = None
     profile = coerce_numbers(dict(profiles[profile_name] or {}))
     per_method = profile.pop("methods", None) or {}
     per_recipe = profile.pop("recipes", None) or {}
+    per_split = profile.pop("splits", None) or {}
 
     flat = deep_merge({}, recipe)
     flat["seed"] = params.get("seed", 0)
-    for layer in (profile, per_recipe.get(recipe_name) or {}, per_method.get(method) or {}):
+    split = overrides.get("split", run.get("split", RunConfig.split))
+    for layer in (profile, per_recipe.get(recipe_name) or {}, per_method.get(method) or {},
+                  per_split.get(split) or {}):
         flat = deep_merge(flat, layer, skip_none=True)
     data = deep_merge(_data_layer(params, profile_name, profiles), flat.pop("data", None) or {})
     run_layer = coerce_numbers({k: v for k, v in run.items()
