@@ -249,8 +249,8 @@ def run_plan(plan: Plan, project: str | os.PathLike, jobs: int, log_dir: str | o
     ``jobs`` at a time, ready stages in :meth:`Plan.order` (``cost``: estimated seconds per
     stage; ``seconds_file``: where the seconds of the stages that succeeded are merged, also
     after a failure, to order the next repro). ``start(stage, project, log)`` launches one
-    (``poll()`` / ``wait()`` like a Popen, and a file to close). ``verbose``: a line per stage start and finish. On a
-    failure no new stage starts; the running ones finish.
+    (``poll()`` / ``wait()`` like a Popen, and a file to close). ``verbose``: a line per stage
+    start and finish. On a failure no new stage starts; the running ones finish.
     Returns the results of the stages that ran (finish order); raises on a failure."""
     from tqdm.auto import tqdm
 
