@@ -100,6 +100,38 @@ def test_xie2019_reference_layout():
     assert drops == [0.6, 0.6]
 
 
+@pytest.mark.parametrize("name", ["xie2019", "xie2019_binary"])
+def test_xie2019_init_reference_is_pytorch_default_and_kaiming_is_he_normal(name):
+    """``init="reference"`` is PyTorch's default (the same draws as the plain build); ``kaiming``
+    gives He-normal weights (sd sqrt(2 / fan_in)) and zero biases, and keeps the signal alive:
+    the default's logits hardly vary between images, He's do (the smoke profile's reason)."""
+    torch.manual_seed(0)
+    plain = registry.build(name, size="tiny")
+    torch.manual_seed(0)
+    ref = registry.build(name, size="tiny", init="reference")
+    for a, b in zip(plain.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    he = registry.build(name, size="tiny", init="kaiming")
+    layers = [m for m in he.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 6
+    for m in layers:
+        fan_in = m.weight[0].numel()
+        sd = float(m.weight.detach().std())
+        assert abs(sd / (2.0 / fan_in) ** 0.5 - 1) < 0.2, (m, sd)
+        assert not m.bias.any()
+    x = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        spread_ref = float(ref.eval()(x).std(0).mean())
+        spread_he = float(he.eval()(x).std(0).mean())
+    assert spread_ref < 0.02 < 0.2 < spread_he
+
+
+def test_xie2019_init_rejects_unknown():
+    with pytest.raises(SewerbenchError, match="xie2019: init must be one of reference, kaiming"):
+        registry.build("xie2019", size="tiny", init="xavier")
+
+
 def test_inception_and_squeezenet_semantics():
     torch.manual_seed(0)
     sq = registry.build("chen2018_binary", size="tiny").eval()
