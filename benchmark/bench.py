@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmark.cpus import cpu_supports_bf16, usable_cpus
+from benchmark.cpus import cpu_model, cpu_supports_bf16, usable_cpus
 from benchmark.errors import SewerbenchError
 from benchmark.timing import summary
 
@@ -212,16 +212,6 @@ class PeakRSS:
 
 
 # ----------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(device: str) -> dict[str, Any]:
     import torch
 

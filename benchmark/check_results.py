@@ -6,6 +6,12 @@ tolerance per metric derived from the measured seed spread: ``k`` x the pooled s
 the runs trained with several seeds (``seeds:``), never below ``floor``. ``--update`` writes
 it from a finished repro; the comparison reports every value outside its tolerance, a run or
 evaluation set that is missing, and a reference written for another profile.
+
+The tolerances hold on the machine that wrote the reference (``machine``: CPU model, torch's
+CPU kernel level, torch version). On another CPU type torch's kernels round differently and a
+run trains along another trajectory, as with another seed; a single-seed run whose metric sits
+near a threshold (F1-Normal) can then move by more than the pooled seed spread of the MA-Q2L
+cells. :func:`machine_note` says so when the machines differ.
 """
 from __future__ import annotations
 
@@ -87,12 +93,36 @@ def build_reference(metrics_dir: str | Path, params: Mapping[str, Any], *, k: fl
     if missing:
         raise SewerbenchError(f"{metrics_dir}: no metrics for {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}; finish `dvc repro` first")
-    return {"format": FORMAT, "profile": profile(params),
+    return {"format": FORMAT, "profile": profile(params), "machine": machine_fingerprint(),
             "description": "Headline numbers of a finished `dvc repro` (0-1 scale); tolerance = "
                            f"max({floor}, {k} x pooled seed sd on val)",
             "k": k, "floor": floor, "seed_sd": spread["sd"], "seed_groups": spread["groups"],
             "tolerances": tol,
             "expected": {n: values[n] for n in names}}
+
+
+def machine_fingerprint() -> dict[str, str]:
+    """What decides the numerics of a CPU run: the CPU model, torch's CPU kernel level, torch."""
+    import torch
+
+    from benchmark.cpus import cpu_model
+
+    return {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "torch": torch.__version__}
+
+
+def machine_note(ref: Mapping[str, Any]) -> str | None:
+    """A one-line note when ``ref`` was written on another machine than this one (else None)."""
+    theirs = ref.get("machine")
+    if not isinstance(theirs, dict):
+        return None
+    ours = machine_fingerprint()
+    diff = [f"{k} {theirs.get(k)!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+    if not diff:
+        return None
+    return ("note: the reference was written on another machine (" + "; ".join(diff) + "): the "
+            "tolerances are the seed spread on one machine; another CPU's kernels take other training "
+            "trajectories, so single-seed runs may land outside them (README \"Profiles\")")
 
 
 def load_reference(path: Path) -> dict:
@@ -111,6 +141,9 @@ def load_reference(path: Path) -> dict:
     if not isinstance(tols, dict) or set(tols) != set(HEADLINE) or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in tols.values()):
         raise SewerbenchError(f"{path}: tolerances: expected a number >= 0 for each of {', '.join(HEADLINE)}")
+    if "machine" in ref and not (isinstance(ref["machine"], dict) and all(
+            isinstance(v, str) for v in ref["machine"].values())):
+        raise SewerbenchError(f"{path}: machine: must be an object of strings")
     if not isinstance(expected, dict) or not expected:
         raise SewerbenchError(f"{path}: expected: must be a non-empty object of run -> set -> metric")
     for run, sets in expected.items():

@@ -1,7 +1,10 @@
-"""How many CPUs this process may run on (its affinity mask on Linux, else the machine's count)."""
+"""The CPU this process runs on: its model name, how many CPUs it may use (its affinity mask on
+Linux, else the machine's count) and whether it has native bf16."""
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 
 def usable_cpus() -> int:
@@ -25,3 +28,14 @@ def cpu_supports_bf16() -> bool:
         pass
     cap = str(torch.backends.cpu.get_cpu_capability()).upper()
     return "AMX" in cap or "BF16" in cap
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -121,3 +121,28 @@ def test_cli_bad_inputs(results, tmp_path, capsys):
                  "--reference-dir", str(refdir), "--update"]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main([*args, "--case", "evaluate_a"]) == 2
+
+
+def test_reference_records_the_machine_and_a_check_elsewhere_says_so(results, capsys):
+    from benchmark.check_results import machine_fingerprint, machine_note
+
+    root, params = results
+    ref_dir = root / "ref"
+    assert main(["check", "--results", str(root), "--update", "--params", str(params),
+                 "--reference-dir", str(ref_dir)]) == 0
+    ref = json.loads((ref_dir / "results_smoke.json").read_text())
+    assert ref["machine"] == machine_fingerprint() and machine_note(ref) is None
+    capsys.readouterr()
+    assert main(["check", "--results", str(root), "--params", str(params), "--reference-dir", str(ref_dir)]) == 0
+    assert "another machine" not in capsys.readouterr().out
+    ref["machine"]["cpu"] = "Some Other CPU"
+    (ref_dir / "results_smoke.json").write_text(json.dumps(ref))
+    assert main(["check", "--results", str(root), "--params", str(params), "--reference-dir", str(ref_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "another machine (cpu 'Some Other CPU' there" in out and "within tolerance" in out
+    del ref["machine"]   # references written before the field: no note
+    assert machine_note(ref) is None
+    ref["machine"] = ["x"]
+    (ref_dir / "results_smoke.json").write_text(json.dumps(ref))
+    assert main(["check", "--results", str(root), "--params", str(params), "--reference-dir", str(ref_dir)]) == 2
+    assert "machine: must be an object of strings" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def _report_misses(title: str, first: str, misses) -> None:
 def _run_results(args) -> int:
     from pathlib import Path
 
-    from benchmark.check_results import build_reference, compare, load_reference, reference_path
+    from benchmark.check_results import build_reference, compare, load_reference, machine_note, reference_path
     from benchmark.config.resolve import load_params
     from benchmark.errors import SewerbenchError
     from benchmark.io import atomic_write_json
@@ -56,7 +56,11 @@ def _run_results(args) -> int:
         n = sum(len(m) for sets in ref["expected"].values() for m in sets.values())
         print(f"check: wrote {path} ({n} metrics, tolerances {ref['tolerances']})")
         return 0
-    misses, n = compare(metrics_dir, load_reference(path), profile(params))
+    ref = load_reference(path)
+    misses, n = compare(metrics_dir, ref, profile(params))
+    note = machine_note(ref)
+    if note:
+        print(note)
     if misses:
         _report_misses(f"check --results: {len(misses)} of {n} metrics outside tolerance:", "run/set", misses)
         return 1
