@@ -19,6 +19,7 @@ from benchmark.classes import CLASS_CODES, NUM_CLASSES
 from benchmark.data.annotations import label_matrix
 from benchmark.data.cache import ImageCache, load_rgb
 from benchmark.data.images import ImageIndex
+from benchmark.data.transforms import deterministic_steps
 from benchmark.errors import SewerbenchError
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,25 @@ class SewerMLDataset(Dataset):
             return load_rgb(self._paths[i])
         except Exception as exc:  # noqa: BLE001
             raise SewerbenchError(f"{self._paths[i]}: unreadable image ({type(exc).__name__}: {exc})") from None
+
+    @property
+    def deterministic(self) -> bool:
+        """True when an item draws no random number (its transform is ToUint8 + ToFloat)."""
+        return deterministic_steps(self.transform) is not None
+
+    def __getitems__(self, indices) -> list:
+        """The items of ``indices`` (the DataLoader's batched fetch). A deterministic transform
+        runs its float step (scale, normalise) once on the stacked uint8 batch instead of per
+        item: the same elementwise operations, so the same values as ``[self[i] for i in
+        indices]`` (tests/test_data_batched.py), about 4x less loader time per item at 64 px."""
+        steps = deterministic_steps(self.transform)
+        if steps is None:
+            return [self[int(i)] for i in indices]
+        to_uint8, to_float = steps
+        indices = [int(i) for i in indices]
+        x = to_float(torch.stack([to_uint8(self.load(i)) for i in indices]))
+        return [(x[j], torch.from_numpy(self.targets[i].copy()), self.filenames[i])
+                for j, i in enumerate(indices)]
 
     def __getitem__(self, i: int):
         img = self.load(i)

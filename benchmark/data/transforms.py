@@ -171,6 +171,18 @@ class ToFloat(torch.nn.Module):
         return "scale to [0, 1]" + ("" if self.mean is None else f", normalize(mean={self.mean}, std={self.std})")
 
 
+def deterministic_steps(transform) -> tuple[ToUint8, ToFloat] | None:
+    """``(to_uint8, to_float)`` when ``transform`` is exactly ``ToUint8`` + ``ToFloat`` (every
+    eval transform, and a train transform without augmentation): it draws no random number,
+    and its float step is elementwise, so it can run on a stacked batch with the same values
+    (:meth:`benchmark.data.dataset.SewerMLDataset.__getitems__`). Else None."""
+    steps = getattr(transform, "transforms", None)
+    if (isinstance(steps, (list, tuple)) and len(steps) == 2
+            and type(steps[0]) is ToUint8 and type(steps[1]) is ToFloat):
+        return steps[0], steps[1]
+    return None
+
+
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, int):
         size = (image_size, image_size)

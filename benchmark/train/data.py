@@ -107,9 +107,18 @@ class BinaryTargets(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    @property
+    def deterministic(self) -> bool:
+        return bool(getattr(self.base, "deterministic", False))
+
     def __getitem__(self, i):
         x, y, name = self.base[i]
         return x, y.max().reshape(1), name
+
+    def __getitems__(self, indices) -> list:
+        items = self.base.__getitems__(indices) if hasattr(self.base, "__getitems__") \
+            else [self.base[int(i)] for i in indices]
+        return [(x, y.max().reshape(1), name) for x, y, name in items]
 
 
 def split_filenames(cfg) -> list[str]:
@@ -222,3 +231,11 @@ class EpochSeeded(Dataset):
             # transforms draw from the CPU generator, so the draws are the same
             torch.default_generator.manual_seed(derive_seed(self.seed, "item", e, i))
             return self.base[i]
+
+    def __getitems__(self, indices) -> list:
+        """A batch of items: a base dataset whose items draw no random number needs no
+        per-item seeds (the generators above are restored after each item, so skipping them
+        changes nothing) and fetches the batch at once; else item by item, seeded."""
+        if getattr(self.base, "deterministic", False) and hasattr(self.base, "__getitems__"):
+            return self.base.__getitems__(indices)
+        return [self[int(i)] for i in indices]
