@@ -95,7 +95,7 @@ class SewerMLDataset(Dataset):
         """The items of ``indices`` (the DataLoader's batched fetch). A deterministic transform
         runs its float step (scale, normalise) once on the stacked uint8 batch instead of per
         item: the same elementwise operations, so the same values as ``[self[i] for i in
-        indices]`` (tests/test_data_batched.py), about 4x less loader time per item at 64 px."""
+        indices]`` (tests/test_data_batched.py; loader times in README "Performance")."""
         steps = deterministic_steps(self.transform)
         if steps is None:
             return [self[int(i)] for i in indices]

@@ -116,9 +116,7 @@ class BinaryTargets(Dataset):
         return x, y.max().reshape(1), name
 
     def __getitems__(self, indices) -> list:
-        items = self.base.__getitems__(indices) if hasattr(self.base, "__getitems__") \
-            else [self.base[int(i)] for i in indices]
-        return [(x, y.max().reshape(1), name) for x, y, name in items]
+        return [(x, y.max().reshape(1), name) for x, y, name in self.base.__getitems__(indices)]
 
 
 def split_filenames(cfg) -> list[str]:
@@ -236,6 +234,6 @@ class EpochSeeded(Dataset):
         """A batch of items: a base dataset whose items draw no random number needs no
         per-item seeds (the generators above are restored after each item, so skipping them
         changes nothing) and fetches the batch at once; else item by item, seeded."""
-        if getattr(self.base, "deterministic", False) and hasattr(self.base, "__getitems__"):
+        if getattr(self.base, "deterministic", False):
             return self.base.__getitems__(indices)
         return [self[int(i)] for i in indices]
