@@ -23,7 +23,7 @@ repro: install
 # spin-wait for a core the other worker holds slow both down (a learned check case beside a busy
 # 2-thread process: 219 s spinning, 82 s with PASSIVE, the same numbers).
 test: install
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile tests
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 	PATH="$(abspath $(VENV))/bin:$$PATH" sewerbench check
 
 # Mutation testing (not part of `make test` / .ci/run): plants a fixed list of bugs, one at a

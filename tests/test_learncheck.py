@@ -38,7 +38,9 @@ def test_committed_learned_references_learned_and_have_measured_tolerances():
         for k in learncheck.METRICS:
             sd = float(np.std([seeds[s][k] for s in seeds], ddof=1))
             assert ref["tolerances"][k] == pytest.approx(max(learncheck.MIN_TOLERANCE, 3 * sd))
-        assert ref["expected"]["mAP"] > 0.1           # the label prior of the val set is ~0.07
+        # the label prior of the val set is ~0.07: a model that learned nothing is below the
+        # tolerance band of every case (the shuffled-labels test below shows one lands there)
+        assert ref["expected"]["mAP"] - ref["tolerances"]["mAP"] > 0.1
 
 
 def test_case_params_keep_the_recipe_and_replace_data_and_runs(tmp_path):
@@ -76,7 +78,9 @@ def test_learned_cases_cover_maq2l_and_a_sewerml_cnn():
     assert set(check.LEARNED_CASES) <= set(json.loads((REF / "reference.json").read_text())["cases"])
 
 
-@pytest.mark.parametrize("case", ["learn_maq2l", "learn_resnet101"])
+# One case: the comparison is the same code for both, and the test above pins every case's
+# tolerance band above the prior; training the second case again would add ~100 s to CI.
+@pytest.mark.parametrize("case", ["learn_maq2l"])
 def test_shuffled_labels_make_the_learned_case_fail(monkeypatch, case):
     _shuffle_training_labels(monkeypatch)
     misses, n = check.run_checks(REF, [case], PARAMS)
