@@ -108,6 +108,7 @@ class Settings:
     seed: int = 0
     threads: int | None = None        # torch intra-op threads (None: torch's default)
     references: dict[str, Path] = field(default_factory=dict)   # method -> authors' checkout
+    params: dict[str, Any] | None = None   # params.yaml: the end-to-end rows train with each profile's augmentation
 
     def _quick(self, size: str | None) -> bool:
         # --quick shortens the paper-size rows (seconds a step on a CPU); the smoke rows keep
@@ -298,9 +299,43 @@ class FrameSet:
         return self.index if kind == "png" else self.cache(px, "jpeg" if kind == "jpeg" else "raw")
 
 
-def run_cfg(spec, px: int):
+#: ``--sizes`` -> the params.yaml profile whose recipes the end-to-end rows train with.
+SIZE_PROFILE = {"smoke": "smoke", "paper": "paper"}
+BENCH_RUN = "__bench__"
+
+
+def profile_aug(params: dict[str, Any] | None, name: str, size: str) -> dict[str, Any] | None:
+    """The training augmentation a full-split run of method ``name`` gets under the profile of
+    ``size`` in ``params`` (recipe <- profile <- per-recipe / per-method entries, as
+    :func:`benchmark.config.resolve_run` resolves it); None without params (the family's
+    defaults then apply, as a run with no ``aug:`` entry), or when ``params`` has no recipe
+    for the method (e.g. a test's toy method)."""
+    from benchmark.config import resolve_run
+    from methods.registry import get_spec
+
+    recipes = (params or {}).get("recipes") or {}
+    if params is None or not (name in recipes or get_spec(name).family in recipes):
+        return None
+
+    runs = {BENCH_RUN: {"method": name, "profile": SIZE_PROFILE[size], "split": "full"}}
+    cfg = resolve_run({**params, "runs": runs}, BENCH_RUN, where="params.yaml")
+    return cfg.aug.kwargs()
+
+
+def aug_label(kwargs: dict[str, Any], transform: str) -> str:
+    """A short name of the effective training augmentation (e.g. ``flip+jitter``, ``none``)."""
+    from benchmark.data.transforms import AUG_DEFAULTS
+
+    a = {**AUG_DEFAULTS[transform], **kwargs}
+    parts = [k for k, on in (("randaugment", a.get("randaugment")), ("cutout", a.get("cutout")),
+                             ("flip", a.get("flip")), ("jitter", a.get("jitter"))) if on]
+    return "+".join(parts) or "none"
+
+
+def run_cfg(spec, px: int, aug: dict[str, Any] | None = None):
     """The attributes of a run configuration that :func:`make_dataset` reads."""
-    return SimpleNamespace(aug=SimpleNamespace(kwargs=lambda: {}), transform=spec.transform,
+    kwargs = dict(aug or {})
+    return SimpleNamespace(aug=SimpleNamespace(kwargs=lambda: dict(kwargs)), transform=spec.transform,
                            image_size=px, binary=spec.binary)
 
 
@@ -399,29 +434,21 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
             with torch.inference_mode(), amp:
                 model(xb)
 
-        model.train()
-        for _ in range(warm):
-            train_step(x, y)
-        calls = calls_per_rep(lambda: train_step(x, y), st.min_time(size), sync)
-        row["train_model"] = summary(repeat(lambda: train_step(x, y), 0, reps, sync, calls), batch)
-        model.eval()
-        for _ in range(warm):
-            infer_step(x)
-        icalls = calls_per_rep(lambda: infer_step(x), st.min_time(size), sync)
-        row["infer_model"] = summary(repeat(lambda: infer_step(x), 0, reps, sync, icalls), batch)
-
         # end to end: the real dataset and a DataLoader; the iterator is created once, so the
-        # workers' start-up falls into the warm-up; each repetition takes as many batches as
-        # the model-only one (the loader can only add time)
+        # workers' start-up falls into the warm-up. Model-only and end-to-end repetitions
+        # alternate (same number of batches each), so drift of a shared machine's speed hits
+        # both; e2e_vs_model is the median of the paired ratios
         source = "cache" if size == "smoke" else "png"
-        row["e2e_source"] = f"{source} {FRAME_SIZE[0]}x{FRAME_SIZE[1]}" if source == "png" else f"cache {px}px"
+        aug = profile_aug(st.params, name, size)
+        where = f"{source} {FRAME_SIZE[0]}x{FRAME_SIZE[1]}" if source == "png" else f"cache {px}px"
+        row["e2e_source"] = (f"{where}, train aug {aug_label(aug or {}, spec.transform)}"
+                             f"{'' if aug is not None else ' (family default)'}")
         images = frames.source(source, px)
-        cfg = run_cfg(spec, px)
+        cfg = run_cfg(spec, px, aug)
         pin = device.type == "cuda"
         workers = st.n_workers(size)
 
-        def e2e(step, train: bool, n_calls: int):
-            n_items = batch * (warm + reps * n_calls + 1)
+        def feeder(step, train: bool, n_items: int):
             ds = make_dataset(frames.frame(n_items, st.seed), images, cfg, train=train)
             if train:
                 ds = EpochSeeded(ds, st.seed)          # the engine's per-item augmentation seeds
@@ -433,21 +460,28 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
                 xb = xb.to(device, non_blocking=pin)
                 yb = yb.to(device, non_blocking=pin)
                 step(xb, yb)
+            return one
+
+        def paired(model_call, step, train: bool):
+            for _ in range(warm):
+                model_call()
+            calls = calls_per_rep(model_call, st.min_time(size), sync)
+            one = feeder(step, train, batch * (warm + reps * calls + 1))
             for _ in range(warm):
                 one()
-            # as many batches per repetition as min_time asks, never more than the model-only
-            # repetition took (the dataset holds that many)
-            calls_e2e = min(n_calls, calls_per_rep(one, st.min_time(size), sync))
-            times = repeat(one, 0, reps, sync, calls_e2e)
-            del it
-            return summary(times, batch)
+            model_times, e2e_times = [], []
+            for _ in range(reps):
+                model_times += repeat(model_call, 0, 1, sync, calls)
+                e2e_times += repeat(one, 0, 1, sync, calls)
+            ratios = [m / e for m, e in zip(model_times, e2e_times)]   # e2e rate / model rate
+            return summary(model_times, batch), summary(e2e_times, batch), float(np.median(ratios))
 
         model.train()
-        row["train_e2e"] = e2e(train_step, True, calls)
+        row["train_model"], row["train_e2e"], r_train = paired(lambda: train_step(x, y), train_step, True)
         model.eval()
-        row["infer_e2e"] = e2e(lambda xb, yb: infer_step(xb), False, icalls)
-        row["e2e_vs_model"] = {"train": row["train_e2e"]["median"] / row["train_model"]["median"],
-                               "infer": row["infer_e2e"]["median"] / row["infer_model"]["median"]}
+        row["infer_model"], row["infer_e2e"], r_infer = paired(lambda: infer_step(x),
+                                                               lambda xb, yb: infer_step(xb), False)
+        row["e2e_vs_model"] = {"train": r_train, "infer": r_infer}
         key = (source, px)
         per_core = loader_rates.get(key, {}).get("train", {}).get("median")
         row["loader_cores_to_feed"] = (row["train_model"]["median"] / per_core) if per_core else None

@@ -33,6 +33,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path, capsys):
     row = rep["models"][0]
     assert set(row) == set(bench.MODEL_KEYS)
     assert row["method"] == "tiny_cnn" and row["size"] == "smoke" and row["image_size"] == 64
+    assert row["e2e_source"] == "cache 64px, train aug randaugment (family default)"   # no tiny recipe
     assert row["params"] > 0 and row["gflops_per_image"] > 0 and row["peak_rss_mb"] > 0
     for key in ("train_model", "train_e2e", "infer_model", "infer_e2e"):
         t = row[key]
@@ -138,3 +139,36 @@ def test_smoke_loader_settings_are_the_smoke_profiles():
     assert st.batch_for("smoke") == SMOKE_LOADER["batch_size"] and st.n_workers("smoke") == 0
     assert Settings(workers=3).n_workers("smoke") == 3 and Settings(quick=True).batch_for("paper") == 2
     assert Settings(quick=True).batch_for("smoke") == 32 and Settings(quick=True, batch=4).batch_for("smoke") == 4
+
+
+def test_end_to_end_rows_train_with_the_profiles_augmentation():
+    """The e2e rows use each profile's resolved training augmentation (smoke: Q2L / MA-Q2L /
+    ASL without RandAugment and Cutout, so their batches take the deterministic batched fetch;
+    the Sewer-ML CNNs keep flip + colour jitter; paper: the references' RandAugment)."""
+    import yaml
+
+    from methods.registry import get_spec
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    labels = {(m, z): bench.aug_label(bench.profile_aug(params, m, z) or {}, get_spec(m).transform)
+              for m in ("q2l", "maq2l", "asl_tresnet_l", "xie2019", "resnet101") for z in ("smoke", "paper")}
+    assert labels == {("q2l", "smoke"): "none", ("maq2l", "smoke"): "none", ("asl_tresnet_l", "smoke"): "none",
+                      ("q2l", "paper"): "randaugment", ("maq2l", "paper"): "randaugment",
+                      ("asl_tresnet_l", "paper"): "randaugment+cutout",
+                      ("xie2019", "smoke"): "flip+jitter", ("resnet101", "smoke"): "flip+jitter",
+                      ("xie2019", "paper"): "flip+jitter", ("resnet101", "paper"): "flip+jitter"}
+    assert bench.profile_aug(None, "q2l", "smoke") is None
+    assert bench.profile_aug(params, "tiny_cnn", "smoke") is None      # no recipe: family defaults
+    from benchmark.data.transforms import build_transform, deterministic_steps
+
+    for method, det in (("q2l", True), ("maq2l", True), ("xie2019", False)):
+        aug = bench.profile_aug(params, method, "smoke")
+        tf = build_transform(get_spec(method).transform, 64, True, **aug)
+        assert (deterministic_steps(tf) is not None) is det, method
+
+
+def test_missing_params_file_is_a_one_line_error(tmp_path, capsys):
+    assert main([*QUICK, "--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sewerbench: error:") and "nope.yaml" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()

@@ -31,6 +31,21 @@ def _list(text: str | None, option: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _params(path: str | None) -> dict | None:
+    """``--params`` (must exist), else ./params.yaml when present, else None."""
+    from pathlib import Path
+
+    from benchmark.config import check_params, load_params
+
+    if path is None:
+        if not Path("params.yaml").is_file():
+            return None
+        path = "params.yaml"
+    params = load_params(path)
+    check_params(params, str(path))
+    return params
+
+
 def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--methods", default=None,
@@ -57,6 +72,10 @@ def add_arguments(p) -> None:
                    help="torch intra-op threads of the model rows (default: torch's default); "
                         "on a shared machine 1 avoids waiting on busy cores")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    p.add_argument("--params", default=None,
+                   help="parameters file whose profiles give the end-to-end rows' training augmentation "
+                        "(smoke size: profiles.smoke, paper size: profiles.paper; default params.yaml when "
+                        "it exists, else each family's default augmentation)")
     p.add_argument("--reference", action="append", default=None, metavar="METHOD=DIR",
                    help="also time METHOD's training step (maq2l, q2l) against the authors' code in "
                         "the local checkout DIR (shengyu27/MA-Q2L, SlongLiu/query2labels): ResNet-101, "
@@ -67,6 +86,7 @@ def run(args) -> int:
     from benchmark import bench, refstep
 
     references = refstep.parse_references(args.reference)
+    params = _params(args.params)
     st = bench.Settings(
         device=args.device, methods=_list(args.methods, "--methods"),
         sizes=_list(args.sizes, "--sizes"), quick=args.quick, batch=args.batch,
@@ -74,7 +94,7 @@ def run(args) -> int:
         rows=bench.METRIC_ROWS if args.rows is None else args.rows,
         resamples=bench.RESAMPLES if args.resamples is None else args.resamples,
         official=not args.no_official, seed=args.seed, threads=args.threads,
-        references=references)
+        references=references, params=params)
     if args.methods is not None and not st.methods:
         raise SewerbenchError("--methods: give at least one method")
     if not st.methods:
