@@ -304,22 +304,38 @@ SIZE_PROFILE = {"smoke": "smoke", "paper": "paper"}
 BENCH_RUN = "__bench__"
 
 
-def profile_aug(params: dict[str, Any] | None, name: str, size: str) -> dict[str, Any] | None:
-    """The training augmentation a full-split run of method ``name`` gets under the profile of
-    ``size`` in ``params`` (recipe <- profile <- per-recipe / per-method entries, as
-    :func:`benchmark.config.resolve_run` resolves it); None without params (the family's
-    defaults then apply, as a run with no ``aug:`` entry), or when ``params`` has no recipe
-    for the method (e.g. a test's toy method)."""
+def profile_run(params: dict[str, Any] | None, name: str, size: str):
+    """The resolved configuration (:func:`benchmark.config.resolve_run`: recipe <- profile <-
+    per-recipe / per-method entries) of a full-split run of method ``name`` under the profile of
+    ``size`` in ``params``: the end-to-end rows read their training augmentation and image
+    source from it. None without params, or when ``params`` has no recipe for the method (e.g.
+    a test's toy method): the family's default augmentation and the size's default source."""
     from benchmark.config import resolve_run
     from methods.registry import get_spec
 
     recipes = (params or {}).get("recipes") or {}
     if params is None or not (name in recipes or get_spec(name).family in recipes):
         return None
-
     runs = {BENCH_RUN: {"method": name, "profile": SIZE_PROFILE[size], "split": "full"}}
-    cfg = resolve_run({**params, "runs": runs}, BENCH_RUN, where="params.yaml")
-    return cfg.aug.kwargs()
+    return resolve_run({**params, "runs": runs}, BENCH_RUN, where="params.yaml")
+
+
+def profile_aug(params: dict[str, Any] | None, name: str, size: str) -> dict[str, Any] | None:
+    """The training augmentation keywords of :func:`profile_run` (None: the family's defaults)."""
+    cfg = profile_run(params, name, size)
+    return None if cfg is None else cfg.aug.kwargs()
+
+
+def e2e_source(cfg, spec, size: str) -> str:
+    """Where the end-to-end rows read images: ``cache`` (the raw uint8 cache; the JPEG one
+    when the profile's codec is jpeg) or ``png`` (decoding the 704x576 frames), as a run of
+    the profile does (``use_cache``; a method that reads full-resolution images never caches).
+    Without a configuration: the smoke profile's cache, the paper profile's PNGs."""
+    if cfg is None:
+        return "cache" if size == "smoke" else "png"
+    if not cfg.runtime.use_cache or spec.full_resolution:
+        return "png"
+    return "jpeg" if cfg.runtime.cache_codec == "jpeg" else "cache"
 
 
 def aug_label(kwargs: dict[str, Any], transform: str) -> str:
@@ -438,9 +454,11 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
         # workers' start-up falls into the warm-up. Model-only and end-to-end repetitions
         # alternate (same number of batches each), so drift of a shared machine's speed hits
         # both; e2e_vs_model is the median of the paired ratios
-        source = "cache" if size == "smoke" else "png"
-        aug = profile_aug(st.params, name, size)
-        where = f"{source} {FRAME_SIZE[0]}x{FRAME_SIZE[1]}" if source == "png" else f"cache {px}px"
+        pcfg = profile_run(st.params, name, size)
+        aug = None if pcfg is None else pcfg.aug.kwargs()
+        source = e2e_source(pcfg, spec, size)
+        where = (f"png {FRAME_SIZE[0]}x{FRAME_SIZE[1]}" if source == "png"
+                 else f"{'jpeg q95 ' if source == 'jpeg' else ''}cache {px}px")
         row["e2e_source"] = (f"{where}, train aug {aug_label(aug or {}, spec.transform)}"
                              f"{'' if aug is not None else ' (family default)'}")
         images = frames.source(source, px)

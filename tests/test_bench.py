@@ -158,6 +158,13 @@ def test_end_to_end_rows_train_with_the_profiles_augmentation():
                       ("xie2019", "smoke"): "flip+jitter", ("resnet101", "smoke"): "flip+jitter",
                       ("xie2019", "paper"): "flip+jitter", ("resnet101", "paper"): "flip+jitter"}
     assert bench.profile_aug(None, "q2l", "smoke") is None
+    # the image source follows the profile's use_cache (Chen2018's 299 px smoke runs decode PNGs)
+    sources = {(m, z): bench.e2e_source(bench.profile_run(params, m, z), get_spec(m), z)
+               for m in ("q2l", "chen2018", "xie2019") for z in ("smoke", "paper")}
+    assert sources == {("q2l", "smoke"): "cache", ("chen2018", "smoke"): "png", ("xie2019", "smoke"): "cache",
+                       ("q2l", "paper"): "png", ("chen2018", "paper"): "png", ("xie2019", "paper"): "png"}
+    assert bench.e2e_source(None, get_spec("q2l"), "smoke") == "cache"
+    assert bench.e2e_source(None, get_spec("q2l"), "paper") == "png"
     assert bench.profile_aug(params, "tiny_cnn", "smoke") is None      # no recipe: family defaults
     from benchmark.data.transforms import build_transform, deterministic_steps
 
