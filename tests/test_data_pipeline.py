@@ -99,18 +99,38 @@ def test_colour_jitter_is_the_references_pil_jitter():
     from benchmark.data.transforms import PILColorJitter
 
     rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    ours = PILColorJitter(0.1, 0.1, 0.1, 0.1)
-    theirs = T.ColorJitter(0.1, 0.1, 0.1, 0.1)
-    for seed in range(5):
-        torch.manual_seed(seed)
-        a = ours(torch.from_numpy(img).permute(2, 0, 1).contiguous())
-        torch.manual_seed(seed)
-        b = np.asarray(theirs(Image.fromarray(img)))
-        assert a.dtype == torch.uint8 and torch.equal(a, torch.from_numpy(b.copy()).permute(2, 0, 1))
+    for jitter in (0.1, 0.5):
+        ours = PILColorJitter(jitter, jitter, jitter, jitter)
+        theirs = T.ColorJitter(jitter, jitter, jitter, jitter)
+        for seed in range(40):
+            img = rng.integers(0, 256, (24 + seed % 3, 32 + seed % 5, 3), dtype=np.uint8)
+            if seed % 4 == 0:
+                img[:, :8] = img[:1, :1]          # flat patches (saturation 0 pixels)
+            torch.manual_seed(seed)
+            a = ours(torch.from_numpy(img).permute(2, 0, 1).contiguous())
+            torch.manual_seed(seed)
+            b = np.asarray(theirs(Image.fromarray(img)))
+            assert a.dtype == torch.uint8 and torch.equal(a, torch.from_numpy(b.copy()).permute(2, 0, 1))
     assert not torch.equal(a, torch.from_numpy(img).permute(2, 0, 1))     # it does jitter
     with pytest.raises(SewerbenchError, match="uint8"):
         ours(torch.zeros(3, 4, 4))
+
+
+def test_hue_lookup_equals_torchvisions_pil_adjust_hue():
+    """pil_adjust_hue (PIL's HSV -> RGB looked up in a table) gives torchvision's bytes for
+    every hue shift, the ends of the range included, and refuses factors outside it."""
+    from torchvision.transforms import _functional_pil as F_pil
+
+    from benchmark.data.transforms import pil_adjust_hue
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    for h in [-0.5, -0.25, -1 / 255, 0.0, 0.5 / 255, 1 / 255, 0.1, 0.5, *rng.uniform(-0.5, 0.5, 40)]:
+        assert np.array_equal(np.asarray(pil_adjust_hue(img, float(h))), np.asarray(F_pil.adjust_hue(img, float(h))))
+    grey = img.convert("L")
+    assert pil_adjust_hue(grey, 0.2) is grey or np.array_equal(np.asarray(pil_adjust_hue(grey, 0.2)), np.asarray(grey))
+    with pytest.raises(ValueError, match="hue_factor"):
+        pil_adjust_hue(img, 0.6)
 
 
 def test_train_steps_per_family_and_overrides():
