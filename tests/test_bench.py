@@ -179,3 +179,11 @@ def test_missing_params_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("sewerbench: error:") and "nope.yaml" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_default_methods_are_the_registrys_torch_methods_without_the_toy():
+    from methods.registry import REGISTRY
+
+    names = bench.default_methods()
+    assert "tiny_cnn" not in names and {"maq2l", "q2l", "asl_tresnet_l", "xie2019", "chen2018"} <= set(names)
+    assert all(REGISTRY[n].kind == "torch" for n in names)

@@ -49,7 +49,7 @@ def _params(path: str | None) -> dict | None:
 def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--methods", default=None,
-                   help="comma-separated registry names (default: every torch method)")
+                   help="comma-separated registry names (default: every torch method but the self-check's tiny_cnn)")
     p.add_argument("--sizes", default="smoke",
                    help="comma-separated: smoke (tiny builders, 64 px) and/or paper (reference "
                         "builders at each method's reference size); default smoke")
