@@ -14,7 +14,10 @@ median and the min/max spread are reported, as timm's and mmpretrain's benchmark
   to end* (through :func:`benchmark.train.data.make_dataset` and a ``DataLoader`` over a
   small prepared set of 704x576 PNG frames that the benchmark renders in a temporary folder:
   the uint8 image cache for ``smoke`` as the smoke profile, the PNGs for ``paper`` as the
-  paper profile), peak RSS during the row (sampled) and CUDA max allocated; a bf16 autocast
+  paper profile; each with the training augmentation of the size's profile in params.yaml;
+  model-only and end-to-end repetitions interleaved), the row's training loader alone in one
+  process (images/s, and the loader cores the model-only step needs), peak RSS during the row
+  (sampled) and CUDA max allocated; a bf16 autocast
   row is added on a CPU whose torch capability has native bf16 (AVX512_BF16 / AMX) and on a
   CUDA device that supports bf16;
 * **loader**: images/s per core (one thread, main process) of one dataset item -- decode,
@@ -87,7 +90,7 @@ RESAMPLES = 1000
 MODEL_KEYS = ("method", "size", "image_size", "precision", "device", "batch", "params",
               "gflops_per_image", "train_model", "train_e2e", "infer_model", "infer_e2e",
               "e2e_source", "e2e_vs_model", "peak_rss_mb", "cuda_max_allocated_mb",
-              "loader_cores_to_feed")
+              "loader_train_per_core", "loader_cores_to_feed")
 TOP_KEYS = ("format", "created", "command", "quick", "settings", "machine", "models", "loader",
             "metrics", "bootstrap", "synthetic", "reference_steps", "notes")
 
@@ -404,7 +407,7 @@ def _sync(device):
     return lambda: None
 
 
-def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rates: dict,
+def bench_model(name: str, size: str, st: Settings, frames: FrameSet,
                 precision: str = "fp32") -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
@@ -500,9 +503,15 @@ def bench_model(name: str, size: str, st: Settings, frames: FrameSet, loader_rat
         row["infer_model"], row["infer_e2e"], r_infer = paired(lambda: infer_step(x),
                                                                lambda xb, yb: infer_step(xb), False)
         row["e2e_vs_model"] = {"train": r_train, "infer": r_infer}
-        key = (source, px)
-        per_core = loader_rates.get(key, {}).get("train", {}).get("median")
-        row["loader_cores_to_feed"] = (row["train_model"]["median"] / per_core) if per_core else None
+        # the row's own training loader alone (its augmentation and source), in this process:
+        # images/s one core gives, and how many such cores the model-only step would need
+        fetch = iter(DataLoader(EpochSeeded(make_dataset(frames.frame(batch * (1 + reps), st.seed), images,
+                                                         cfg, train=True), st.seed),
+                                batch_size=batch, shuffle=False, num_workers=0, drop_last=True))
+        row["loader_train_per_core"] = summary(repeat(lambda: next(fetch), 1, reps), batch)
+        del fetch
+        per_core = row["loader_train_per_core"]["median"]
+        row["loader_cores_to_feed"] = row["train_model"]["median"] / per_core
         del model, opt
     row["peak_rss_mb"] = mem.peak / 2**20
     row["cuda_max_allocated_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
@@ -682,13 +691,12 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
         log.info("bench: loader at %s px", ", ".join(map(str, resolutions)))
         loader_rows = bench_loader(frames, resolutions, st)
         report["loader"] = loader_rows
-        rates = {(r["source"], r["image_size"]): r for r in loader_rows}
         models = []
         for size in st.sizes:
             for m in st.methods:
                 for precision in (("fp32", "bf16") if bf16 else ("fp32",)):
                     log.info("bench: %s %s %s", m, size, precision)
-                    models.append(bench_model(m, size, st, frames, rates, precision))
+                    models.append(bench_model(m, size, st, frames, precision))
         report["models"] = models
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -742,17 +750,18 @@ def to_markdown(rep: dict[str, Any]) -> str:
              + "; cells: median (min-max).", ""]
     lines += ["| method | size | px | prec | batch | params (M) | GFLOPs/img | train img/s model | "
               "train img/s e2e | infer img/s model | infer img/s e2e | e2e source | e2e/model train | "
-              "peak RSS MB | CUDA MB | loader cores to feed |",
-              "|" + "---|" * 16]
+              "peak RSS MB | CUDA MB | train loader img/s/core | loader cores to feed |",
+              "|" + "---|" * 17]
     for r in rep["models"]:
         lines.append(
             f"| {r['method']} | {r['size']} | {r['image_size']} | {r['precision']} | {r['batch']} | "
             f"{r['params'] / 1e6:.3g} | {r['gflops_per_image']:.3g} | {_rate(r['train_model'], 2)} | "
             f"{_rate(r['train_e2e'], 2)} | {_rate(r['infer_model'], 2)} | {_rate(r['infer_e2e'], 2)} | "
             f"{r['e2e_source']} | {r['e2e_vs_model']['train']:.2f} | {r['peak_rss_mb']:.0f} | "
-            f"{_num(r['cuda_max_allocated_mb'], '.0f')} | {_num(r['loader_cores_to_feed'], '.2f')} |")
+            f"{_num(r['cuda_max_allocated_mb'], '.0f')} | {_rate(r['loader_train_per_core'], 1)} | "
+            f"{_num(r['loader_cores_to_feed'], '.2f')} |")
     lines += ["", "Loader, images/s per core (one thread; decode + resize + to tensor + normalise; "
-              "train adds RandAugment):", "",
+              "train adds the reference RandAugment, whatever the profile):", "",
               "| source | px | eval img/s/core | train img/s/core | KB/image | Sewer-ML cache, full / 1/16 split (GB) |",
               "|---|---|---|---|---|---|"]
     names = {"png": lambda r: f"PNG {r['frame']}", "cache": lambda r: f"raw uint8 cache ({r['image_size']} px)",
