@@ -302,8 +302,8 @@ class FrameSet:
         return self.index if kind == "png" else self.cache(px, "jpeg" if kind == "jpeg" else "raw")
 
 
-#: ``--sizes`` -> the params.yaml profile whose recipes the end-to-end rows train with.
-SIZE_PROFILE = {"smoke": "smoke", "paper": "paper"}
+#: The run entry a size's end-to-end rows resolve: each ``--sizes`` name is the params.yaml
+#: profile of that name (smoke, paper).
 BENCH_RUN = "__bench__"
 
 
@@ -319,7 +319,7 @@ def profile_run(params: dict[str, Any] | None, name: str, size: str):
     recipes = (params or {}).get("recipes") or {}
     if params is None or not (name in recipes or get_spec(name).family in recipes):
         return None
-    runs = {BENCH_RUN: {"method": name, "profile": SIZE_PROFILE[size], "split": "full"}}
+    runs = {BENCH_RUN: {"method": name, "profile": size, "split": "full"}}
     return resolve_run({**params, "runs": runs}, BENCH_RUN, where="params.yaml")
 
 

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.transforms import _functional_pil as F_pil
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import _functional_pil as F_pil
 from torchvision.transforms.v2 import functional as F
 
 from benchmark.data.randaugment import chw_to_hwc, hwc_to_chw
@@ -132,6 +132,11 @@ def pil_adjust_hue(img: Image.Image, hue_factor: float) -> Image.Image:
     return Image.fromarray(np.take(_hsv_to_rgb_table(), idx, axis=0))
 
 
+#: ColorJitter's four adjustments in its ``fn_idx`` numbering (brightness, contrast,
+#: saturation, hue), on PIL images.
+_JITTER_STEPS = (F_pil.adjust_brightness, F_pil.adjust_contrast, F_pil.adjust_saturation, pil_adjust_hue)
+
+
 class PILColorJitter(torch.nn.Module):
     """ColorJitter on the PIL image, as the Sewer-ML reference applies it (torchvision's
     ``transforms.ColorJitter`` in a PIL pipeline): takes and returns a CxHxW uint8 tensor.
@@ -149,11 +154,10 @@ class PILColorJitter(torch.nn.Module):
             raise SewerbenchError("transforms: colour jitter expects a 3xHxW uint8 tensor (place it before ToDtype)")
         j = self.jitter
         order, *factors = T.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, j.hue)
-        adjust = (F_pil.adjust_brightness, F_pil.adjust_contrast, F_pil.adjust_saturation, pil_adjust_hue)
         pil = Image.fromarray(chw_to_hwc(img))
         for k in order.tolist():
             if factors[k] is not None:
-                pil = adjust[k](pil, factors[k])
+                pil = _JITTER_STEPS[k](pil, factors[k])
         out = torch.from_numpy(hwc_to_chw(np.asarray(pil)))
         return tv_tensors.Image(out) if isinstance(img, tv_tensors.Image) else out
 
