@@ -159,6 +159,12 @@ def test_sewerml_tables_and_classic_metrics():
     assert pd.isna(r.loc["KSSNet", "val_f2_ours"])
     num5, _ = tables.sewerml_table(published.TABLE5, {})
     assert num5.set_index("model").loc["KSSNet", "note"] == "run `twostage_kssnet_full` has no metrics yet"
+    # a row outside the configured matrix (the default's opt-in Table 5 rows) says so
+    opt, _ = tables.sewerml_table(published.TABLE5, {}, configured=["benchmark_full"])
+    opt = opt.set_index("model")
+    assert opt.loc["KSSNet", "note"] == ("run `twostage_kssnet_full` is not in this matrix "
+                                         "(opt-in: params.yaml runs/combos)")
+    assert opt.loc["TResNet-L (Benchmark)", "note"] == "run `benchmark_full` has no metrics yet"
     m = _metrics(1)
     c, _ = tables.benchmark_classic_table(m, None)
     cr = c.set_index("metric")

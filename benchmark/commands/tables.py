@@ -104,7 +104,8 @@ def run(args) -> int:
     atomic_write_json(out / ABLATION_PAIRED_FILE, to_jsonable(paired))
     written = tables.write_all(metrics, out, profile=str(params.get("profile", "smoke")),
                                source=data_kind(layout, params), runs=params.get("runs"),
-                               paired=paired, reference=reference)
+                               paired=paired, reference=reference,
+                               configured=[*(params.get("runs") or {}), *(params.get("combos") or {})])
     log.info("wrote %d table files under %s", len(written), out)
     print((out / "table3.md").read_text(encoding="utf-8"))
     return 0
