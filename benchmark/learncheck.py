@@ -44,7 +44,9 @@ LEARN_CASES: dict[str, dict[str, Any]] = {
 #: 4 epochs over the small set (the profile's 2 are for its 12,000 frames).
 LEARN_SETTINGS = {"pretrained": False, "max_eval_images": None, "progress": False,
                   "threads": None, "workers": 0,   # LEARN_THREADS below, the loader in-process
-                  "epochs": 4}
+                  "epochs": 4,
+                  "amp_native_only": False}        # bf16 on every CPU (emulated where not native): one numerics
+                                                   # for the committed reference, whatever the machine
 LEARN_THREADS = 2
 METRICS = ("mAP", "F2_CIW", "F1_Normal")
 SPREAD_SEEDS = (0, 1, 2)

@@ -135,6 +135,8 @@ class RuntimeConfig:
     amp: bool = False                # autocast (CUDA: fp16 + GradScaler or bf16; CPU: bf16)
     amp_dtype: Literal["float16", "bfloat16", "fp16", "bf16", "half"] = "float16"
     eval_amp: Optional[bool] = None  # autocast when scoring (per-epoch validation, final scores); null = amp
+    amp_native_only: bool = False    # CPU bf16 autocast only where the CPU has native bf16 (AVX512-BF16 / AMX);
+                                     # elsewhere the run trains and scores in fp32 (config.json records it)
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = True

@@ -33,7 +33,8 @@ from benchmark.train.ema import ModelEma
 from benchmark.train.inference import predict_splits
 from benchmark.train.optim import (PER_EPOCH, PER_ITERATION, build_optimizer, build_scheduler, current_lr,
                                    effective_lr, fused_for)
-from benchmark.train.runtime import amp_dtype, autocast, build_criterion, build_model, infer, main_logits, to_input
+from benchmark.train.runtime import (amp_dtype, autocast, build_criterion, build_model, infer, main_logits,
+                                     native_precision, to_input)
 from benchmark.train.selection import Selector, eval_metrics, metric_key
 from benchmark.train.summary import config_diff, make_summary
 from benchmark.train.tracking import Tracker
@@ -52,7 +53,10 @@ def epoch_stats(ctx, loss_sum: float, seen: int, seconds: float) -> dict:
 class Trainer:
     def __init__(self, cfg: RunConfig, out_dir: Path, ctx, resume: bool,
                  callback: Callable[[int, dict], None] | None):
-        self.cfg, self.out, self.ctx = cfg, Path(out_dir), ctx
+        self.cfg, self.out, self.ctx = native_precision(cfg, ctx.device), Path(out_dir), ctx
+        if self.cfg is not cfg and ctx.is_main:
+            log.info("run %s: this CPU has no native bf16 (amp_native_only): training and scoring in fp32",
+                     cfg.run)
         self.resume, self.callback = resume, callback
         self.device = ctx.device
         self.main = ctx.is_main
@@ -132,7 +136,8 @@ class Trainer:
         if (rt.amp and self.main and self.device.type == "cpu" and amp_dtype(cfg) == torch.bfloat16
                 and not cpu_supports_bf16()):
             log.warning("run %s: bf16 autocast on a CPU without native bf16 (AVX512-BF16 / AMX) is "
-                        "emulated and can be slower than fp32; --set amp=false trains in fp32", cfg.run)
+                        "emulated and slower than fp32 (1.7-2.4x for the tiny models); --set amp=false or "
+                        "amp_native_only=true trains in fp32", cfg.run)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         net: nn.Module = model
         if ctx.distributed:
