@@ -1,6 +1,8 @@
 """Optimisers, weight-decay groups, schedules and EMA of the training engine."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -126,6 +128,39 @@ def test_ema_update_math():
     ema.set(model)
     assert torch.equal(ema.module[0].weight, model[0].weight)
     assert all(not p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_update_equals_the_per_tensor_rule_byte_for_byte():
+    """The cached, one-call update gives exactly ``e.mul_(d).add_(m, alpha=1 - d)`` per tensor,
+    and still follows the model after ``load_state_dict`` and a new source model."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 5))
+    ema = ModelEma(model, decay=0.97)
+    ref = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(4):
+        if step == 2:   # weights replaced in place: the cached views must see them
+            model.load_state_dict({k: v + 0.5 if v.is_floating_point() else v
+                                   for k, v in model.state_dict().items()})
+        model.train()
+        opt.zero_grad()
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        opt.step()
+        ema.update(model)
+        for k, m in model.state_dict().items():
+            if ref[k].is_floating_point():
+                ref[k].mul_(0.97).add_(m, alpha=1.0 - 0.97)
+            else:
+                ref[k].copy_(m)
+        for k, v in ema.module.state_dict().items():
+            assert torch.equal(v, ref[k]), (step, k)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(2.0)
+    ema.update(other)   # a different source model: its own tensors, not the cached ones
+    w = ref["3.weight"].mul_(0.97).add_(other.state_dict()["3.weight"], alpha=1.0 - 0.97)
+    assert torch.equal(ema.module.state_dict()["3.weight"], w)
 
 
 def test_fused_kernels_where_torch_has_them_and_the_same_update():

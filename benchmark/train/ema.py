@@ -22,16 +22,38 @@ class ModelEma(nn.Module):
             p.requires_grad_(False)
         self.decay = float(decay)
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = self.decay
+    def _pairs(self, model: nn.Module):
+        """(average, source) tensor lists, floating-point and other, built once per source model:
+        ``state_dict`` entries share storage with the modules' tensors, which every optimiser step
+        and ``load_state_dict`` update in place."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
         src = model.state_dict()
+        fe, fm, oe, om = [], [], [], []
         for k, e in self.module.state_dict().items():
             m = src[k].detach()
             if e.is_floating_point():
-                e.mul_(d).add_(m.to(e.dtype), alpha=1.0 - d)
+                fe.append(e)
+                fm.append(m)
             else:
-                e.copy_(m)
+                oe.append(e)
+                om.append(m)
+        pairs = (fe, fm, oe, om)
+        self._cache = (model, pairs)
+        return pairs
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.decay
+        fe, fm, oe, om = self._pairs(model)
+        if any(m.dtype != e.dtype for e, m in zip(fe, fm)):
+            fm = [m.to(e.dtype) for e, m in zip(fe, fm)]
+        if fe:   # ema = ema * d + model * (1 - d), tensor by tensor in one call
+            torch._foreach_mul_(fe, d)
+            torch._foreach_add_(fe, fm, alpha=1.0 - d)
+        for e, m in zip(oe, om):
+            e.copy_(m)
 
     @torch.no_grad()
     def set(self, model: nn.Module) -> None:
