@@ -18,7 +18,7 @@ median and the min/max spread are reported, as timm's and mmpretrain's benchmark
   model-only and end-to-end repetitions interleaved), the row's training loader alone in one
   process (images/s, and the loader cores the model-only step needs), peak RSS during the row
   (sampled) and CUDA max allocated; a bf16 autocast
-  row is added on a CPU whose torch capability has native bf16 (AVX512_BF16 / AMX) and on a
+  row is added on a CPU with native bf16 (AVX512-BF16 / AMX-BF16 in its flags) and on a
   CUDA device that supports bf16;
 * **loader**: images/s per core (one thread, main process) of one dataset item -- decode,
   resize, to tensor, normalise; eval and train transform -- from PNG at the real Sewer-ML
@@ -679,8 +679,9 @@ def run_benchmark(st: Settings, command: list[str] | None = None) -> dict[str, A
         "machine": machine(st.device), "notes": [],
     }
     if st.device == "cpu" and not cpu_supports_bf16():
-        report["notes"].append(f"no bf16 rows: this CPU has no native bf16 for torch (oneDNN: no AVX512-BF16 "
-                               f"or AMX; ATen capability {report['machine']['cpu_capability']})")
+        report["notes"].append(f"no bf16 rows: this CPU has no native bf16 (no AVX512-BF16 / AMX-BF16 in its "
+                               f"flags; ATen capability {report['machine']['cpu_capability']}): bf16 would be "
+                               "emulated, and the smoke profile trains in fp32 here (amp_native_only)")
     bf16 = (cpu_supports_bf16() if st.device == "cpu" else torch.cuda.is_bf16_supported())
     torch.manual_seed(st.seed)
     tmp = Path(tempfile.mkdtemp(prefix="sewerbench-bench-"))

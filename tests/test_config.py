@@ -252,3 +252,37 @@ def test_every_run_of_params_yaml_resolves():
             if profile == "smoke":   # never a download: the stand-in file or from scratch
                 assert c.size == "tiny" and c.pretrained is not True
                 assert c.pretrained is False or c.pretrained.startswith("data/pretrained/")
+
+
+def test_native_bf16_comes_from_the_cpu_flags(monkeypatch):
+    """oneDNN says yes to bf16 on any AVX512 CPU (it emulates it); the CPU's own flags decide."""
+    from benchmark import cpus
+
+    monkeypatch.setattr(cpus, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert cpus.cpu_supports_bf16() is False
+    for flag in ("avx512_bf16", "amx_bf16", "bf16"):
+        monkeypatch.setattr(cpus, "cpu_flags", lambda flag=flag: frozenset({"avx512f", flag}))
+        assert cpus.cpu_supports_bf16() is True
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_native_only_trains_in_fp32_where_bf16_is_emulated(monkeypatch, native):
+    import torch
+
+    from benchmark import cpus
+    from benchmark.train.runtime import native_precision
+
+    monkeypatch.setattr(cpus, "cpu_supports_bf16", lambda: native)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = resolve_run(params, "maq2l_full")
+    assert cfg.runtime.amp and cfg.runtime.amp_dtype == "bfloat16" and cfg.runtime.amp_native_only
+    got = native_precision(cfg, torch.device("cpu"))
+    if native:
+        assert got is cfg
+    else:
+        assert not got.runtime.amp and got.runtime.eval_amp is False
+        assert got.replace(runtime=cfg.runtime) == cfg          # nothing else changes
+    # an explicit choice is kept: amp_native_only off, or not the CPU
+    off = resolve_run(params, "maq2l_full", overrides={"amp_native_only": False})
+    assert native_precision(off, torch.device("cpu")) is off
+    assert native_precision(cfg, torch.device("meta")) is cfg

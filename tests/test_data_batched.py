@@ -122,3 +122,58 @@ def test_only_the_plain_two_step_transform_counts_as_deterministic():
     assert deterministic_steps(build_transform("imagenet", 20, train=True, randaugment=False, flip=0.5)) is None
     assert deterministic_steps(build_transform("none", 20, train=True, randaugment=False, cutout=0.5)) is None
     assert deterministic_steps(None) is None
+
+
+def test_flip_and_jitter_train_batches_are_planned_and_equal_per_item(source):
+    """The Sewer-ML train transform (flip + colour jitter) runs as one batch pass after per-item
+    draws: the same tensors as item by item, under EpochSeeded's seeds and under the global
+    generator alike."""
+    from benchmark.data.transforms import batch_plan
+
+    df, index, cache = source
+    tf = build_transform("sewerml", 20, train=True)
+    plan = batch_plan(tf)
+    assert plan is not None and len(plan.random) == 2 and deterministic_steps(tf) is None
+    assert batch_plan(build_transform("imagenet", 20, train=True, randaugment=True)) is None
+    assert batch_plan(build_transform("none", 20, train=True, randaugment=False, cutout=0.5)) is None
+    for src in (cache, index):
+        ds = EpochSeeded(SewerMLDataset(df, src, tf), seed=5)
+        for epoch in (0, 3):
+            ds.set_epoch(epoch)
+            idx = [7, 1, 1, 10, 4, 0, 11, 2]
+            same(batched(ds, idx), per_item(ds, idx))
+        flat = SewerMLDataset(df, src, tf)      # no per-item seeds: draws from the global generator
+        torch.manual_seed(11)
+        a = batched(flat, idx)
+        after_batched = torch.rand(2)
+        torch.manual_seed(11)
+        b = per_item(flat, idx)
+        same(a, b)
+        assert torch.equal(torch.rand(2), after_batched)   # the same number of draws
+    binary = EpochSeeded(BinaryTargets(SewerMLDataset(df, cache, tf)), seed=5)
+    same(batched(binary, [3, 9]), per_item(binary, [3, 9]))
+
+
+def test_jitter_batch_is_pil_byte_for_byte():
+    """Brightness, contrast, saturation and hue of a whole batch, each image with its own order
+    and factors (extrapolating ones included), equal PIL's adjustments image by image."""
+    from benchmark.data.transforms import _JITTER_STEPS, jitter_batch
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        b, h, w = int(rng.integers(1, 7)), int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        a = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+        if trial % 3 == 0:
+            a[:, : h // 2] = 255            # saturated and grey areas
+        spread = 1.5 if trial % 2 else 0.1
+        draws = [(rng.permutation(4).tolist(),
+                  tuple(float(x) for x in rng.uniform(1 - spread, 1 + spread, 3)) + (float(rng.uniform(-0.5, 0.5)),))
+                 for _ in range(b)]
+        if trial == 0:
+            draws[0] = ([0, 1, 2, 3], (0.0, 1.0, 2.5, -0.5))
+        got = jitter_batch(a, draws)
+        for k in range(b):
+            pil = Image.fromarray(a[k])
+            for step in draws[k][0]:
+                pil = _JITTER_STEPS[step](pil, draws[k][1][step])
+            assert np.array_equal(np.asarray(pil), got[k]), (trial, k)

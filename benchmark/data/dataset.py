@@ -19,7 +19,7 @@ from benchmark.classes import CLASS_CODES, NUM_CLASSES
 from benchmark.data.annotations import label_matrix
 from benchmark.data.cache import ImageCache, load_rgb
 from benchmark.data.images import ImageIndex
-from benchmark.data.transforms import deterministic_steps
+from benchmark.data.transforms import BatchPlan, batch_plan, deterministic_steps
 from benchmark.errors import SewerbenchError
 
 log = logging.getLogger(__name__)
@@ -91,17 +91,30 @@ class SewerMLDataset(Dataset):
         """True when an item draws no random number (its transform is ToUint8 + ToFloat)."""
         return deterministic_steps(self.transform) is not None
 
-    def __getitems__(self, indices) -> list:
-        """The items of ``indices`` (the DataLoader's batched fetch). A deterministic transform
-        runs its float step (scale, normalise) once on the stacked uint8 batch instead of per
-        item: the same elementwise operations, so the same values as ``[self[i] for i in
-        indices]`` (tests/test_data_batched.py; loader times in README "Performance")."""
-        steps = deterministic_steps(self.transform)
-        if steps is None:
+    @property
+    def batch_plan(self) -> BatchPlan | None:
+        """The transform as per-image draws and one batch pass (:func:`batch_plan`), or None."""
+        return batch_plan(self.transform)
+
+    def __getitems__(self, indices, draws=None) -> list:
+        """The items of ``indices`` (the DataLoader's batched fetch). A transform with a
+        :class:`BatchPlan` (every eval transform; a flip + colour jitter train transform) runs
+        its work once on the stacked uint8 batch instead of per item: the same operations per
+        image, so the same values as ``[self[i] for i in indices]`` (tests/test_data_batched.py;
+        loader times in README "Performance"). Its random steps take ``draws`` (one
+        :meth:`BatchPlan.draw` per index, e.g. made under per-item seeds by
+        :class:`benchmark.train.data.EpochSeeded`); without them they are drawn here, image after
+        image, from torch's generator, as the per-item path draws them."""
+        plan = self.batch_plan
+        if plan is None:
             return [self[int(i)] for i in indices]
-        to_uint8, to_float = steps
         indices = [int(i) for i in indices]
-        x = to_float(torch.stack([to_uint8(self.load(i)) for i in indices]))
+        if draws is None:
+            draws = [plan.draw() for _ in indices]
+        elif len(draws) != len(indices):
+            raise ValueError(f"dataset: {len(draws)} draws for {len(indices)} items")
+        x = torch.stack([plan.to_uint8(self.load(i)) for i in indices])
+        x = plan.apply(x, draws) if plan.random else plan.to_float(x)
         return [(x[j], torch.from_numpy(self.targets[i].copy()), self.filenames[i])
                 for j, i in enumerate(indices)]
 

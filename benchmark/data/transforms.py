@@ -115,6 +115,18 @@ def _hsv_to_rgb_table() -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB")).reshape(-1, 3))
 
 
+@functools.lru_cache(maxsize=1)
+def _rgb_to_hsv_table() -> np.ndarray:
+    """PIL's own RGB -> HSV conversion of every 24-bit (r, g, b): a (2**24, 3) uint8 table
+    (48 MB, built once per process), the bytes of ``Image.convert("HSV")`` pixel by pixel."""
+    i = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.empty((1 << 24, 3), dtype=np.uint8)
+    rgb[:, 0], rgb[:, 1], rgb[:, 2] = i >> 16, (i >> 8) & 255, i & 255
+    del i
+    img = Image.frombuffer("RGB", (4096, 4096), rgb.tobytes(), "raw", "RGB", 0, 1)
+    return np.ascontiguousarray(np.asarray(img.convert("HSV")).reshape(-1, 3))
+
+
 def pil_adjust_hue(img: Image.Image, hue_factor: float) -> Image.Image:
     """torchvision's ``adjust_hue`` on an RGB PIL image, byte for byte: PIL's RGB -> HSV,
     the hue channel shifted by ``uint8(int32(hue_factor * 255))`` with uint8 wrap-around,
@@ -143,19 +155,24 @@ class PILColorJitter(torch.nn.Module):
     Same parameter draws from torch's generator as ``transforms.ColorJitter.get_params``,
     the same four PIL adjustments in the drawn order, the same bytes (the hue step through
     :func:`pil_adjust_hue`); the PIL kernels are also about 2x faster than the tensor ones
-    at 64 px."""
+    at 64 px. :func:`jitter_batch` gives the same bytes for a whole batch at once."""
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float):
         super().__init__()
         self.jitter = T.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
+    def draw(self) -> tuple[list[int], tuple[float | None, ...]]:
+        """One image's parameters from torch's generator: (order of the four steps, factors)."""
+        j = self.jitter
+        order, *factors = T.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, j.hue)
+        return order.tolist(), tuple(factors)
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if not (isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3):
             raise SewerbenchError("transforms: colour jitter expects a 3xHxW uint8 tensor (place it before ToDtype)")
-        j = self.jitter
-        order, *factors = T.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, j.hue)
+        order, factors = self.draw()
         pil = Image.fromarray(chw_to_hwc(img))
-        for k in order.tolist():
+        for k in order:
             if factors[k] is not None:
                 pil = _JITTER_STEPS[k](pil, factors[k])
         out = torch.from_numpy(hwc_to_chw(np.asarray(pil)))
@@ -163,6 +180,88 @@ class PILColorJitter(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.jitter)
+
+
+def _pil_convert(a: np.ndarray, mode: str) -> np.ndarray:
+    """PIL's RGB -> ``mode`` conversion of a (n, H, W, 3) uint8 batch as one tall image: PIL
+    converts pixel by pixel, so the bytes are those of converting each image."""
+    n, h, w, _ = a.shape
+    out = np.asarray(Image.fromarray(np.ascontiguousarray(a).reshape(n * h, w, 3)).convert(mode))
+    return out.reshape(n, h, w, *out.shape[2:])
+
+
+def _pil_blend(degenerate: np.ndarray, image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``Image.blend(degenerate, image, alpha)`` (what ``ImageEnhance`` computes), one alpha per
+    image of the batch: Pillow's ``ImagingBlend`` evaluates ``in1 + alpha * (in2 - in1)`` per
+    byte in C float (alpha rounded to float), clips to [0, 255] and truncates; float32 NumPy
+    does the same operations in the same order (no fused multiply-add), so the same bytes."""
+    a = alpha.astype(np.float32).reshape(-1, *([1] * (image.ndim - 1)))
+    deg = degenerate.astype(np.float32)
+    t = image.astype(np.float32)
+    t -= deg
+    t *= a
+    t += deg
+    np.clip(t, 0.0, 255.0, out=t)
+    return t.astype(np.uint8)
+
+
+def _blend_flat(a: np.ndarray, degenerate: np.ndarray, f: list[float]) -> np.ndarray:
+    """:func:`_pil_blend` of each image with a one-colour ``degenerate`` (one value per image):
+    the output byte depends on the input byte only, so each image gets a 256-entry table of
+    the blend of every byte value, looked up for its pixels (the same bytes, one pass)."""
+    n = len(a)
+    values = np.broadcast_to(np.arange(256, dtype=np.uint8), (n, 256))
+    lut = _pil_blend(degenerate.reshape(n, 1), values, np.asarray(f))          # (n, 256)
+    offset = (np.arange(n, dtype=np.intp) * 256).reshape(n, 1, 1, 1)
+    return np.take(lut.reshape(-1), a.astype(np.intp) + offset)
+
+
+def _jitter_brightness(a: np.ndarray, f: list[float]) -> np.ndarray:
+    return _blend_flat(a, np.zeros(len(a), np.uint8), f)
+
+
+def _jitter_contrast(a: np.ndarray, f: list[float]) -> np.ndarray:
+    lum = _pil_convert(a, "L").reshape(len(a), -1)
+    # ImageEnhance.Contrast: int(ImageStat mean of the L image + 0.5); the integer sum over the
+    # pixel count is the same double division as ImageStat's
+    mean = np.floor(lum.sum(axis=1, dtype=np.int64) / lum.shape[1] + 0.5).astype(np.uint8)
+    return _blend_flat(a, mean, f)
+
+
+def _jitter_saturation(a: np.ndarray, f: list[float]) -> np.ndarray:
+    return _pil_blend(_pil_convert(a, "L")[..., None], a, np.asarray(f))
+
+
+def _jitter_hue(a: np.ndarray, f: list[float]) -> np.ndarray:
+    for h in f:
+        if not -0.5 <= h <= 0.5:
+            raise ValueError(f"hue_factor ({h}) is not in [-0.5, 0.5].")
+    a32 = a.astype(np.int32)
+    hsv = np.take(_rgb_to_hsv_table(), (a32[..., 0] << 16) | (a32[..., 1] << 8) | a32[..., 2], axis=0)
+    hsv = hsv.astype(np.int32)
+    shift = np.array([int(np.int32(h * 255).astype(np.uint8)) for h in f], np.int32).reshape(-1, 1, 1)
+    idx = ((hsv[..., 0] + shift) & 255) << 16
+    idx |= (hsv[..., 1] << 8) | hsv[..., 2]
+    return np.take(_hsv_to_rgb_table(), idx, axis=0)
+
+
+_JITTER_BATCH_STEPS = (_jitter_brightness, _jitter_contrast, _jitter_saturation, _jitter_hue)
+
+
+def jitter_batch(a: np.ndarray, draws: Sequence[tuple[list[int], tuple[float | None, ...]]]) -> np.ndarray:
+    """:class:`PILColorJitter` on a (B, H, W, 3) uint8 batch, image ``b`` with its parameters
+    ``draws[b]`` (:meth:`PILColorJitter.draw`): the same bytes as jittering each image, at a
+    fraction of the per-image cost (the images whose k-th step is the same adjustment go
+    through it together). Returns a new array."""
+    a = np.array(a, dtype=np.uint8, order="C", copy=True)
+    if len(draws) != len(a):
+        raise ValueError(f"jitter_batch: {len(draws)} draws for {len(a)} images")
+    for k in range(4):
+        for op, fn in enumerate(_JITTER_BATCH_STEPS):
+            sel = [b for b, (order, factors) in enumerate(draws) if order[k] == op and factors[op] is not None]
+            if sel:
+                a[sel] = fn(a[sel], [draws[b][1][op] for b in sel])
+    return a
 
 
 class ToUint8(torch.nn.Module):
@@ -215,16 +314,71 @@ class ToFloat(torch.nn.Module):
         return "scale to [0, 1]" + ("" if self.mean is None else f", normalize(mean={self.mean}, std={self.std})")
 
 
+#: Random steps that :class:`BatchPlan` runs on a whole batch: they draw from torch's generator
+#: only, so their draws can be made image by image and the work done once for the batch.
+_BATCHABLE = (v2.RandomHorizontalFlip, PILColorJitter)
+
+
+class BatchPlan:
+    """A transform ``ToUint8, [RandomHorizontalFlip | PILColorJitter ...], ToFloat`` split into
+    per-image parameter draws (:meth:`draw`, in the transform's order and from the same
+    generator calls: ``torch.rand(1)`` for a flip, ``ColorJitter.get_params`` for the jitter)
+    and one pass over the stacked uint8 batch (:meth:`apply`): the same values as the
+    transform image by image (the flip is a reversed copy, :func:`jitter_batch` the same
+    bytes, the float step elementwise)."""
+
+    def __init__(self, to_uint8: ToUint8, random: Sequence[torch.nn.Module], to_float: ToFloat):
+        self.to_uint8, self.random, self.to_float = to_uint8, tuple(random), to_float
+
+    def draw(self) -> tuple:
+        """One image's parameters, one entry per random step."""
+        out = []
+        for step in self.random:
+            if isinstance(step, PILColorJitter):
+                out.append(step.draw())
+            else:   # v2's _RandomApplyTransform: applied unless torch.rand(1) >= p
+                out.append(not bool(torch.rand(1) >= step.p))
+        return tuple(out)
+
+    def apply(self, x: torch.Tensor, draws: Sequence[tuple]) -> torch.Tensor:
+        """The (B, 3, H, W) uint8 batch ``x`` (from :attr:`to_uint8`), image ``b`` with
+        ``draws[b]``, through the random steps and the float step."""
+        for s, step in enumerate(self.random):
+            params = [d[s] for d in draws]
+            if isinstance(step, PILColorJitter):
+                hwc = jitter_batch(x.permute(0, 2, 3, 1).numpy(), params)
+                x = torch.from_numpy(np.ascontiguousarray(hwc.transpose(0, 3, 1, 2)))
+            else:
+                sel = [b for b, flip in enumerate(params) if flip]
+                if sel:
+                    x = x.clone()
+                    x[sel] = x[sel].flip(-1)
+        return self.to_float(x)
+
+
+def batch_plan(transform) -> BatchPlan | None:
+    """The :class:`BatchPlan` of ``transform`` when it is ``ToUint8``, then only flips and
+    :class:`PILColorJitter` steps (none for an eval transform), then ``ToFloat``; else None
+    (RandAugment and Cutout stay per image: they draw from Python's and NumPy's generators)."""
+    steps = getattr(transform, "transforms", None)
+    if not (isinstance(steps, (list, tuple)) and len(steps) >= 2
+            and type(steps[0]) is ToUint8 and type(steps[-1]) is ToFloat):
+        return None
+    middle = steps[1:-1]
+    if not all(type(st) in _BATCHABLE for st in middle):
+        return None
+    return BatchPlan(steps[0], middle, steps[-1])
+
+
 def deterministic_steps(transform) -> tuple[ToUint8, ToFloat] | None:
     """``(to_uint8, to_float)`` when ``transform`` is exactly ``ToUint8`` + ``ToFloat`` (every
     eval transform, and a train transform without augmentation): it draws no random number,
     and its float step is elementwise, so it can run on a stacked batch with the same values
     (:meth:`benchmark.data.dataset.SewerMLDataset.__getitems__`). Else None."""
-    steps = getattr(transform, "transforms", None)
-    if (isinstance(steps, (list, tuple)) and len(steps) == 2
-            and type(steps[0]) is ToUint8 and type(steps[1]) is ToFloat):
-        return steps[0], steps[1]
-    return None
+    plan = batch_plan(transform)
+    if plan is None or plan.random:
+        return None
+    return plan.to_uint8, plan.to_float
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -111,12 +111,17 @@ class BinaryTargets(Dataset):
     def deterministic(self) -> bool:
         return bool(getattr(self.base, "deterministic", False))
 
+    @property
+    def batch_plan(self):
+        return getattr(self.base, "batch_plan", None)
+
     def __getitem__(self, i):
         x, y, name = self.base[i]
         return x, y.max().reshape(1), name
 
-    def __getitems__(self, indices) -> list:
-        return [(x, y.max().reshape(1), name) for x, y, name in self.base.__getitems__(indices)]
+    def __getitems__(self, indices, draws=None) -> list:
+        items = self.base.__getitems__(indices) if draws is None else self.base.__getitems__(indices, draws=draws)
+        return [(x, y.max().reshape(1), name) for x, y, name in items]
 
 
 def split_filenames(cfg) -> list[str]:
@@ -233,7 +238,18 @@ class EpochSeeded(Dataset):
     def __getitems__(self, indices) -> list:
         """A batch of items: a base dataset whose items draw no random number needs no
         per-item seeds (the generators above are restored after each item, so skipping them
-        changes nothing) and fetches the batch at once; else item by item, seeded."""
+        changes nothing) and fetches the batch at once; one whose transform has a
+        :class:`benchmark.data.transforms.BatchPlan` with random steps (flip, colour jitter:
+        torch's generator only) gets each item's draws under that item's torch seed, then does
+        the batch's work at once: the same values as item by item. Else item by item, seeded."""
         if getattr(self.base, "deterministic", False):
             return self.base.__getitems__(indices)
-        return [self[int(i)] for i in indices]
+        plan = getattr(self.base, "batch_plan", None)
+        if plan is None:
+            return [self[int(i)] for i in indices]
+        draws = []
+        for i in indices:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(derive_seed(self.seed, "item", self.epoch, int(i)))
+                draws.append(plan.draw())
+        return self.base.__getitems__(indices, draws=draws)
