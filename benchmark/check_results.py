@@ -11,7 +11,10 @@ The tolerances hold on the machine that wrote the reference (``machine``: CPU mo
 CPU kernel level, torch version). On another CPU type torch's kernels round differently and a
 run trains along another trajectory, as with another seed; a single-seed run whose metric sits
 near a threshold (F1-Normal) can then move by more than the pooled seed spread of the MA-Q2L
-cells. :func:`machine_note` says so when the machines differ.
+cells. ``--update --merge`` adds a repro from another machine to the reference
+(``observations``): the expected values become the machines' mean, and each training split's
+tolerance at least ``k`` x the pooled spread between the machines over that split's runs
+(:func:`build_reference`). :func:`machine_note` says so when this machine is none of them.
 """
 from __future__ import annotations
 
@@ -75,15 +78,14 @@ def seed_spread(values: Mapping[str, Mapping[str, Mapping[str, float]]],
     return {"groups": used, "sd": {k: math.sqrt(float(np.mean(v))) for k, v in variances.items()}}
 
 
-def build_reference(metrics_dir: str | Path, params: Mapping[str, Any], *, k: float = DEFAULT_K,
-                    floor: float = DEFAULT_FLOOR) -> dict:
-    """The reference of a finished repro: every run entry and combo (seed runs enter the spread)."""
-    from benchmark.matrix import profile, seed_groups
+def observation(metrics_dir: str | Path, params: Mapping[str, Any]) -> dict:
+    """One finished repro as a reference observation: its machine, seed spread and the headline
+    numbers of every run entry and combo (seed runs enter the spread only)."""
+    from benchmark.matrix import seed_groups
 
     values = headline_values(metrics_dir)
     groups = seed_groups(params.get("runs"))
     spread = seed_spread(values, groups)
-    tol = {m: round(max(floor, k * spread["sd"][m]), 6) for m in HEADLINE}
     runs = params.get("runs") or {}
     # binary stage-1 runs (target: binary) have no F2-CIW / F1-Normal / mAP: their headline
     # numbers are those of the combos that use them
@@ -93,12 +95,77 @@ def build_reference(metrics_dir: str | Path, params: Mapping[str, Any], *, k: fl
     if missing:
         raise SewerbenchError(f"{metrics_dir}: no metrics for {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}; finish `dvc repro` first")
-    return {"format": FORMAT, "profile": profile(params), "machine": machine_fingerprint(),
-            "description": "Headline numbers of a finished `dvc repro` (0-1 scale); tolerance = "
-                           f"max({floor}, {k} x pooled seed sd on val)",
-            "k": k, "floor": floor, "seed_sd": spread["sd"], "seed_groups": spread["groups"],
-            "tolerances": tol,
+    return {"machine": machine_fingerprint(), "seed_sd": spread["sd"], "seed_groups": spread["groups"],
             "expected": {n: values[n] for n in names}}
+
+
+def run_splits(params: Mapping[str, Any], names) -> dict[str, str]:
+    """The training split of each reference name: a run entry's ``split``, a combo's stage 2's."""
+    runs, combos = params.get("runs") or {}, params.get("combos") or {}
+    out = {}
+    for n in names:
+        entry = runs.get(n) or runs.get((combos.get(n) or {}).get("stage2")) or {}
+        out[n] = str(entry.get("split", "full"))
+    return out
+
+
+def build_reference(metrics_dir: str | Path, params: Mapping[str, Any], *, k: float = DEFAULT_K,
+                    floor: float = DEFAULT_FLOOR, merge: Mapping[str, Any] | None = None) -> dict:
+    """The reference of a finished repro. With ``merge`` (an existing reference of the same
+    profile and runs), this repro joins its observations (replacing one from the same machine).
+
+    One observation: ``expected`` = its numbers; tolerance per metric ``max(floor, k x pooled
+    seed sd on val)``. Several (repros of one commit on different CPUs, whose kernels take other
+    training trajectories): ``expected`` = their mean, seed sd pooled over them, and per training
+    split (``split_tolerances``) ``max(that, k x pooled sd across the observations)`` over the
+    split's runs and evaluation sets, so a split whose single-seed runs move between machines
+    (the 1/16 runs' F1-Normal) gets the spread measured for it."""
+    from benchmark.matrix import profile
+
+    obs = observation(metrics_dir, params)
+    prof = profile(params)
+    observations = [obs]
+    if merge is not None:
+        if merge.get("profile") != prof:
+            raise SewerbenchError(f"check --merge: the reference is for profile {merge.get('profile')!r}, "
+                                  f"the results are of profile {prof!r}")
+        previous = list(merge.get("observations") or [{"machine": merge.get("machine", {}),
+                                                         "seed_sd": merge["seed_sd"],
+                                                         "seed_groups": merge.get("seed_groups", []),
+                                                         "expected": merge["expected"]}])
+        for o in previous:
+            if set(o["expected"]) != set(obs["expected"]):
+                extra = sorted(set(o["expected"]) ^ set(obs["expected"]))
+                raise SewerbenchError(f"check --merge: the reference's runs differ from these results' "
+                                      f"({', '.join(extra[:5])}): merge repros of the same params.yaml")
+        observations = [o for o in previous if o.get("machine") != obs["machine"]] + [obs]
+    sd = {m: math.sqrt(float(np.mean([o["seed_sd"][m] ** 2 for o in observations]))) for m in HEADLINE}
+    tol = {m: round(max(floor, k * sd[m]), 6) for m in HEADLINE}
+    names = list(obs["expected"])
+    expected = {n: {split: {m: float(np.mean([o["expected"][n][split][m] for o in observations]))
+                            for m in metrics}
+                    for split, metrics in obs["expected"][n].items()}
+                for n in names}
+    ref = {"format": FORMAT, "profile": prof, "machine": observations[0]["machine"],
+           "description": "Headline numbers of a finished `dvc repro` (0-1 scale); tolerance = "
+                          f"max({floor}, {k} x pooled seed sd on val)"
+                          + (f", per training split at least {k} x the pooled sd across the "
+                             f"{len(observations)} machines' repros" if len(observations) > 1 else ""),
+           "k": k, "floor": floor, "seed_sd": sd, "seed_groups": obs["seed_groups"], "tolerances": tol,
+           "expected": expected}
+    if len(observations) > 1:
+        splits = run_splits(params, names)
+        per_split: dict[str, dict[str, float]] = {}
+        for split in sorted(set(splits.values())):
+            per_split[split] = {}
+            for m in HEADLINE:
+                var = [float(np.var([o["expected"][n][e][m] for o in observations], ddof=1))
+                       for n in names if splits[n] == split for e in obs["expected"][n]
+                       if all(e in o["expected"][n] for o in observations)]
+                across = k * math.sqrt(float(np.mean(var))) if var else 0.0
+                per_split[split][m] = round(max(tol[m], across), 6)
+        ref.update({"split_tolerances": per_split, "run_splits": splits, "observations": observations})
+    return ref
 
 
 def machine_fingerprint() -> dict[str, str]:
@@ -112,17 +179,21 @@ def machine_fingerprint() -> dict[str, str]:
 
 
 def machine_note(ref: Mapping[str, Any]) -> str | None:
-    """A one-line note when ``ref`` was written on another machine than this one (else None)."""
-    theirs = ref.get("machine")
-    if not isinstance(theirs, dict):
+    """A one-line note when ``ref`` was written on other machines than this one (else None)."""
+    machines = [o.get("machine") for o in ref.get("observations") or []] or [ref.get("machine")]
+    machines = [m for m in machines if isinstance(m, dict)]
+    if not machines:
         return None
     ours = machine_fingerprint()
-    diff = [f"{k} {theirs.get(k)!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
-    if not diff:
+    if any(all(m.get(k) == ours[k] for k in ours) for m in machines):
         return None
-    return ("note: the reference was written on another machine (" + "; ".join(diff) + "): the "
-            "tolerances are the seed spread on one machine; another CPU's kernels take other training "
-            "trajectories, so single-seed runs may land outside them (README \"Profiles\")")
+    theirs = machines[0]
+    diff = [f"{k} {theirs.get(k)!r} there, {ours[k]!r} here" for k in ours if theirs.get(k) != ours[k]]
+    more = f" and {len(machines) - 1} other machine(s)" if len(machines) > 1 else ""
+    return ("note: the reference was written on another machine (" + "; ".join(diff) + more + "): the "
+            "tolerances are the seed spread (and the spread between the recorded machines); another CPU's "
+            "kernels take other training trajectories, so single-seed runs may land outside them "
+            "(README \"Profiles\")")
 
 
 def load_reference(path: Path) -> dict:
@@ -144,6 +215,17 @@ def load_reference(path: Path) -> dict:
     if "machine" in ref and not (isinstance(ref["machine"], dict) and all(
             isinstance(v, str) for v in ref["machine"].values())):
         raise SewerbenchError(f"{path}: machine: must be an object of strings")
+    splits = ref.get("split_tolerances")
+    if splits is not None and not (isinstance(splits, dict) and all(
+            isinstance(t, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                        for v in t.values()) for t in splits.values())
+            and isinstance(ref.get("run_splits"), dict)):
+        raise SewerbenchError(f"{path}: split_tolerances: expected split -> metric -> number >= 0, "
+                              "with run_splits: run -> split")
+    if "observations" in ref and not (isinstance(ref["observations"], list) and all(
+            isinstance(o, dict) and isinstance(o.get("expected"), dict) and isinstance(o.get("seed_sd"), dict)
+            for o in ref["observations"])):
+        raise SewerbenchError(f"{path}: observations: expected a list of {{machine, seed_sd, expected}}")
     if not isinstance(expected, dict) or not expected:
         raise SewerbenchError(f"{path}: expected: must be a non-empty object of run -> set -> metric")
     for run, sets in expected.items():
@@ -174,6 +256,9 @@ def compare(metrics_dir: str | Path, ref: Mapping[str, Any], profile: str) -> tu
             for metric, expected in metrics.items():
                 n += 1
                 tol = float(ref["tolerances"].get(metric, 0.0))
+                split_tol = (ref.get("split_tolerances") or {}).get((ref.get("run_splits") or {}).get(run))
+                if split_tol is not None and metric in split_tol:
+                    tol = float(split_tol[metric])
                 got = values.get(run, {}).get(split, {}).get(metric)
                 if got is None or not abs(float(got) - float(expected)) <= tol:
                     misses.append(Miss(f"{run}/{split}", metric, expected, got, tol))

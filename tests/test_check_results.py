@@ -146,3 +146,56 @@ def test_reference_records_the_machine_and_a_check_elsewhere_says_so(results, ca
     (ref_dir / "results_smoke.json").write_text(json.dumps(ref))
     assert main(["check", "--results", str(root), "--params", str(params), "--reference-dir", str(ref_dir)]) == 2
     assert "machine: must be an object of strings" in capsys.readouterr().err
+
+
+def test_merge_adds_another_machines_repro_with_per_split_spread(results, tmp_path, capsys, monkeypatch):
+    """A second machine's repro of the same params joins the reference: expected = the mean,
+    per-split tolerances at least k x the spread between the machines; a broken run still fails,
+    and both machines' repros pass."""
+    import benchmark.check_results as CR
+
+    root, params = results
+    p = {**PARAMS, "runs": {**PARAMS["runs"], "s": {"method": "maq2l", "split": "sub_0.0625"}}}
+    params.write_text(yaml.safe_dump(p))
+    _write_run(root, "s", 0.02, 7)
+    refdir = tmp_path / "ref"
+    refdir.mkdir()
+    args = ["check", "--results", str(root), "--params", str(params), "--reference-dir", str(refdir)]
+    assert main([*args, "--update"]) == 0
+    first = json.loads((refdir / "results_smoke.json").read_text())
+    # the other machine: its 1/16 run moved a lot, its full-data runs a little
+    other = tmp_path / "other"
+    other.mkdir()
+    for run, seed, noise in (("a", 10, 0.02), ("a_seed1", 11, 0.02), ("a_seed2", 12, 0.02), ("b", 13, 0.02),
+                             ("s", 14, 0.25)):
+        _write_run(other, run, noise, seed)
+    monkeypatch.setattr(CR, "machine_fingerprint", lambda: {"cpu": "Other CPU", "cpu_capability": "AVX2",
+                                                            "torch": "x"})
+    assert main(["check", "--results", str(other), "--params", str(params), "--reference-dir", str(refdir)]) == 1
+    assert main(["check", "--results", str(other), "--params", str(params), "--reference-dir", str(refdir),
+                 "--update", "--merge"]) == 0
+    capsys.readouterr()
+    ref = json.loads((refdir / "results_smoke.json").read_text())
+    assert [o["machine"]["cpu"] for o in ref["observations"]] == [first["machine"]["cpu"], "Other CPU"]
+    assert ref["run_splits"] == {"a": "full", "b": "full", "s": "sub_0.0625"}
+    va, vb = (headline_values(d / "metrics")["s"]["val"]["F1_Normal"] for d in (root, other))
+    assert ref["expected"]["s"]["val"]["F1_Normal"] == pytest.approx((va + vb) / 2)
+    assert ref["split_tolerances"]["sub_0.0625"]["F1_Normal"] >= 3 * abs(va - vb) / np.sqrt(2) - 1e-6
+    assert ref["split_tolerances"]["full"]["F2_CIW"] >= ref["tolerances"]["F2_CIW"]
+    assert main(["check", "--results", str(other), "--params", str(params), "--reference-dir", str(refdir)]) == 0
+    assert "another machine" not in capsys.readouterr().out          # this machine is one of them
+    monkeypatch.undo()
+    assert main(args) == 0
+    _write_run(root, "b", 0.02, 3, shuffle=True)                      # a broken full-data run still fails
+    assert main(args) == 1
+    assert "b/val | F2_CIW" in capsys.readouterr().out
+    # merging again from the same machine replaces its observation instead of adding one
+    _write_run(root, "b", 0.02, 3)
+    assert main([*args, "--update", "--merge"]) == 0
+    assert len(json.loads((refdir / "results_smoke.json").read_text())["observations"]) == 2
+    # other runs, --merge without --update: one-line errors
+    params.write_text(yaml.safe_dump(PARAMS))
+    assert main([*args, "--update", "--merge"]) == 2
+    assert "runs differ" in capsys.readouterr().err
+    assert main([*args, "--merge"]) == 2
+    assert main(["check", "--merge"]) == 2

@@ -22,6 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--results", metavar="DIR",
                    help="compare a finished `dvc repro` (DIR/metrics/<run>/*.json) with the committed "
                         "headline numbers of its profile (--reference-dir/results_<profile>.json)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --results --update: add this repro (another machine's) to the existing "
+                        "reference instead of replacing it; expected = the machines' mean, per-split "
+                        "tolerances from the spread between them")
     p.add_argument("--params", default="params.yaml",
                    help="params.yaml: the recipes of the learned cases; with --results: the repro's "
                         "(profile, runs, seeds)")
@@ -50,11 +54,15 @@ def _run_results(args) -> int:
     root = Path(args.results)
     metrics_dir = root / "metrics" if (root / "metrics").is_dir() else root
     path = reference_path(args.reference_dir, profile(params))
+    if args.merge and not args.update:
+        raise SewerbenchError("--merge: only with --update --results (adds this repro to the reference)")
     if args.update:
-        ref = build_reference(metrics_dir, params)
+        ref = build_reference(metrics_dir, params, merge=load_reference(path) if args.merge else None)
         atomic_write_json(path, ref)
         n = sum(len(m) for sets in ref["expected"].values() for m in sets.values())
-        print(f"check: wrote {path} ({n} metrics, tolerances {ref['tolerances']})")
+        machines = len(ref.get("observations") or [ref])
+        print(f"check: wrote {path} ({n} metrics, {machines} machine(s), tolerances {ref['tolerances']}"
+              + (f", per split {ref['split_tolerances']}" if "split_tolerances" in ref else "") + ")")
         return 0
     ref = load_reference(path)
     misses, n = compare(metrics_dir, ref, profile(params))
@@ -73,6 +81,10 @@ def run(args) -> int:
 
     if args.results:
         return _run_results(args)
+    if args.merge:
+        from benchmark.errors import SewerbenchError
+
+        raise SewerbenchError("--merge: only with --update --results (adds a repro to the results reference)")
     t0 = time.perf_counter()
     if args.update:
         ref = compute_reference(args.reference_dir, args.case, args.params)
