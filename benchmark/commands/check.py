@@ -54,8 +54,6 @@ def _run_results(args) -> int:
     root = Path(args.results)
     metrics_dir = root / "metrics" if (root / "metrics").is_dir() else root
     path = reference_path(args.reference_dir, profile(params))
-    if args.merge and not args.update:
-        raise SewerbenchError("--merge: only with --update --results (adds this repro to the reference)")
     if args.update:
         ref = build_reference(metrics_dir, params, merge=load_reference(path) if args.merge else None)
         atomic_write_json(path, ref)
@@ -79,12 +77,12 @@ def _run_results(args) -> int:
 def run(args) -> int:
     from benchmark.check import compute_reference, run_checks, write_reference
 
-    if args.results:
-        return _run_results(args)
-    if args.merge:
+    if args.merge and not (args.results and args.update):
         from benchmark.errors import SewerbenchError
 
         raise SewerbenchError("--merge: only with --update --results (adds a repro to the results reference)")
+    if args.results:
+        return _run_results(args)
     t0 = time.perf_counter()
     if args.update:
         ref = compute_reference(args.reference_dir, args.case, args.params)

@@ -102,29 +102,26 @@ class Cutout(torch.nn.Module):
         return f"factor={self.factor}, holes={self.holes}"
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
+def _pil_conversion_table(src: str, dst: str) -> np.ndarray:
+    """PIL's own ``src`` -> ``dst`` conversion ("HSV" / "RGB") of every 24-bit pixel: a
+    (2**24, 3) uint8 table indexed by ``c0 << 16 | c1 << 8 | c2`` (48 MB, ~1 s once per process
+    and direction). PIL converts each pixel independently, so looking a pixel up in the table
+    gives the same bytes as ``Image.convert(dst)`` on it."""
+    i = np.arange(1 << 24, dtype=np.uint32)
+    px = np.empty((1 << 24, 3), dtype=np.uint8)
+    px[:, 0], px[:, 1], px[:, 2] = i >> 16, (i >> 8) & 255, i & 255
+    del i
+    img = Image.frombuffer(src, (4096, 4096), px.tobytes(), "raw", src, 0, 1)
+    return np.ascontiguousarray(np.asarray(img.convert(dst)).reshape(-1, 3))
+
+
 def _hsv_to_rgb_table() -> np.ndarray:
-    """PIL's own HSV -> RGB conversion of every 24-bit (h, s, v): a (2**24, 3) uint8 table
-    (48 MB, ~1 s once per process). PIL converts each pixel independently, so looking a
-    pixel up in the table gives the same bytes as ``Image.convert("RGB")`` on it."""
-    i = np.arange(1 << 24, dtype=np.uint32)
-    hsv = np.empty((1 << 24, 3), dtype=np.uint8)
-    hsv[:, 0], hsv[:, 1], hsv[:, 2] = i >> 16, (i >> 8) & 255, i & 255
-    del i
-    img = Image.frombuffer("HSV", (4096, 4096), hsv.tobytes(), "raw", "HSV", 0, 1)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB")).reshape(-1, 3))
+    return _pil_conversion_table("HSV", "RGB")
 
 
-@functools.lru_cache(maxsize=1)
 def _rgb_to_hsv_table() -> np.ndarray:
-    """PIL's own RGB -> HSV conversion of every 24-bit (r, g, b): a (2**24, 3) uint8 table
-    (48 MB, built once per process), the bytes of ``Image.convert("HSV")`` pixel by pixel."""
-    i = np.arange(1 << 24, dtype=np.uint32)
-    rgb = np.empty((1 << 24, 3), dtype=np.uint8)
-    rgb[:, 0], rgb[:, 1], rgb[:, 2] = i >> 16, (i >> 8) & 255, i & 255
-    del i
-    img = Image.frombuffer("RGB", (4096, 4096), rgb.tobytes(), "raw", "RGB", 0, 1)
-    return np.ascontiguousarray(np.asarray(img.convert("HSV")).reshape(-1, 3))
+    return _pil_conversion_table("RGB", "HSV")
 
 
 def pil_adjust_hue(img: Image.Image, hue_factor: float) -> Image.Image:

@@ -23,7 +23,8 @@ class ModelEma(nn.Module):
         self.decay = float(decay)
 
     def _pairs(self, model: nn.Module):
-        """(average, source) tensor lists, floating-point and other, built once per source model:
+        """(average, source) tensor lists, floating-point and other, and whether the source's
+        floating-point dtypes differ from the average's, built once per source model:
         ``state_dict`` entries share storage with the modules' tensors, which every optimiser step
         and ``load_state_dict`` update in place."""
         cached = getattr(self, "_cache", None)
@@ -39,15 +40,15 @@ class ModelEma(nn.Module):
             else:
                 oe.append(e)
                 om.append(m)
-        pairs = (fe, fm, oe, om)
+        pairs = (fe, fm, oe, om, any(m.dtype != e.dtype for e, m in zip(fe, fm)))
         self._cache = (model, pairs)
         return pairs
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.decay
-        fe, fm, oe, om = self._pairs(model)
-        if any(m.dtype != e.dtype for e, m in zip(fe, fm)):
+        fe, fm, oe, om, cast = self._pairs(model)
+        if cast:
             fm = [m.to(e.dtype) for e, m in zip(fe, fm)]
         if fe:   # ema = ema * d + model * (1 - d), tensor by tensor in one call
             torch._foreach_mul_(fe, d)

@@ -40,6 +40,10 @@ from benchmark.train.summary import config_diff, make_summary
 from benchmark.train.tracking import Tracker
 
 log = logging.getLogger("benchmark.train.engine")
+#: The warning of a run asking for bf16 autocast on a CPU that only emulates it.
+EMULATED_BF16 = ("run %s: bf16 autocast on a CPU without native bf16 (AVX512-BF16 / AMX) is emulated and "
+                 "slower than fp32 (1.7-2.4x for the tiny models); --set amp=false or amp_native_only=true "
+                 "trains in fp32")
 
 
 def epoch_stats(ctx, loss_sum: float, seen: int, seconds: float) -> dict:
@@ -135,9 +139,7 @@ class Trainer:
         use_scaler = rt.amp and amp_dtype(cfg) == torch.float16  # fp16 needs loss scaling
         if (rt.amp and self.main and self.device.type == "cpu" and amp_dtype(cfg) == torch.bfloat16
                 and not cpu_supports_bf16()):
-            log.warning("run %s: bf16 autocast on a CPU without native bf16 (AVX512-BF16 / AMX) is "
-                        "emulated and slower than fp32 (1.7-2.4x for the tiny models); --set amp=false or "
-                        "amp_native_only=true trains in fp32", cfg.run)
+            log.warning(EMULATED_BF16, cfg.run)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         net: nn.Module = model
         if ctx.distributed:
